@@ -1,0 +1,249 @@
+"""Agent Scheduler: routes and event handlers only. The work is in chalicelib."""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+
+from chalice import Chalice, Response
+
+from chalicelib.api import auth
+from chalicelib.api.openapi import openapi_document
+from chalicelib.api.validation import no_unknown_query, parse_json_body, query_int, query_str
+from chalicelib.errors import SchedulerError
+from chalicelib.services import wiring
+
+app = Chalice(app_name="agent-scheduler")
+app.log.setLevel(logging.INFO)
+log = logging.getLogger("agent_scheduler.app")
+
+JSON_TYPES = ["application/json", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
+
+
+def container():
+    return wiring.container()
+
+
+def _error(exc: SchedulerError) -> Response:
+    return Response(body=exc.to_body(), status_code=exc.status_code, headers={"Content-Type": "application/json"})
+
+
+def api(*, auth_required: bool = True, admin: bool = False, body: bool = False, status: int = 200):
+    """Wrap a view: auth, JSON body, one error mapping, never a 500 for bad input."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def view(**params):
+            try:
+                req = app.current_request
+                kwargs = dict(params)
+                if auth_required:
+                    c = container()
+                    principal = auth.verify(auth.bearer(req.headers), c.settings.jwt_secret)
+                    if admin:
+                        principal.require_admin()
+                    kwargs["principal"] = principal
+                if body:
+                    kwargs["body"] = parse_json_body(req.raw_body, required=body == "required")
+                result = fn(**kwargs)
+                if result is None:
+                    return Response(body="", status_code=204)
+                return Response(body=result, status_code=status, headers={"Content-Type": "application/json"})
+            except SchedulerError as exc:
+                if exc.status_code >= 500:
+                    log.exception("request failed")
+                return _error(exc)
+            except Exception:  # a bug of ours: a JSON 500, logged
+                log.exception("unhandled error")
+                return Response(
+                    body={"code": "INTERNAL", "message": "internal error"},
+                    status_code=500,
+                    headers={"Content-Type": "application/json"},
+                )
+
+        return view
+
+    return decorate
+
+
+def _q():
+    return app.current_request.query_params or {}
+
+
+# --- health and docs ---------------------------------------------------------------
+@app.route("/api/health", methods=["GET"])
+@api(auth_required=False)
+def health():
+    return {"status": "ok"}
+
+
+@app.route("/api/openapi.json", methods=["GET"])
+@api(auth_required=False)
+def openapi():
+    return openapi_document()
+
+
+# --- agents ----------------------------------------------------------------------------
+@app.route("/api/agents", methods=["POST"], content_types=JSON_TYPES)
+@api(body="required", status=201)
+def create_agent(principal, body):
+    return container().agent_service.create(principal.tenant_id, body)
+
+
+@app.route("/api/agents", methods=["GET"])
+@api()
+def list_agents(principal):
+    q = _q()
+    no_unknown_query(q, {"limit", "nextToken"})
+    return container().agent_service.list(principal.tenant_id, query_int(q, "limit", 50, 1, 100), query_str(q, "nextToken"))
+
+
+@app.route("/api/agents/{agent_id}", methods=["GET"])
+@api()
+def get_agent(principal, agent_id):
+    return container().agent_service.get(principal.tenant_id, agent_id)
+
+
+@app.route("/api/agents/{agent_id}", methods=["PATCH"], content_types=JSON_TYPES)
+@api(body="required")
+def patch_agent(principal, agent_id, body):
+    return container().agent_service.patch(principal.tenant_id, agent_id, body)
+
+
+@app.route("/api/agents/{agent_id}", methods=["DELETE"])
+@api()
+def delete_agent(principal, agent_id):
+    container().agent_service.delete(principal.tenant_id, agent_id)
+
+
+# --- schedules ---------------------------------------------------------------------------
+@app.route("/api/agents/{agent_id}/schedule", methods=["POST"], content_types=JSON_TYPES)
+@api(body="required")
+def put_schedule(principal, agent_id, body):
+    return container().agent_service.put_schedule(principal.tenant_id, agent_id, body)
+
+
+@app.route("/api/agents/{agent_id}/schedule", methods=["GET"])
+@api()
+def get_schedule(principal, agent_id):
+    return container().agent_service.get_schedule(principal.tenant_id, agent_id)
+
+
+@app.route("/api/agents/{agent_id}/schedule", methods=["DELETE"])
+@api()
+def delete_schedule(principal, agent_id):
+    container().agent_service.delete_schedule(principal.tenant_id, agent_id)
+
+
+@app.route("/api/schedules/validate", methods=["POST"], content_types=JSON_TYPES)
+@api(body="required")
+def validate_schedule(principal, body):
+    return container().agent_service.validate_expression(body)
+
+
+# --- runs and sessions ---------------------------------------------------------------------
+@app.route("/api/agents/{agent_id}/run", methods=["POST"], content_types=JSON_TYPES)
+@api(body="optional", status=202)
+def run_agent(principal, agent_id, body):
+    return container().agent_service.run_now(principal.tenant_id, agent_id, body)
+
+
+@app.route("/api/agents/{agent_id}/sessions", methods=["GET"])
+@api()
+def list_sessions(principal, agent_id):
+    q = _q()
+    no_unknown_query(q, {"limit", "nextToken", "status"})
+    return container().agent_service.list_sessions(
+        principal.tenant_id, agent_id, query_int(q, "limit", 50, 1, 100), query_str(q, "nextToken"), query_str(q, "status")
+    )
+
+
+@app.route("/api/agents/{agent_id}/sessions/{session_id}", methods=["GET"])
+@api()
+def get_session(principal, agent_id, session_id):
+    return container().agent_service.get_session(principal.tenant_id, agent_id, session_id)
+
+
+@app.route("/api/agents/{agent_id}/sessions/{session_id}/cancel", methods=["POST"], content_types=JSON_TYPES)
+@api(status=202)
+def cancel_session(principal, agent_id, session_id):
+    return container().agent_service.cancel(principal.tenant_id, agent_id, session_id)
+
+
+# --- scheduler ------------------------------------------------------------------------------
+@app.route("/api/scheduler/status", methods=["GET"])
+@api()
+def scheduler_status(principal):
+    return container().dispatcher.status(principal.tenant_id, admin=False)
+
+
+@app.route("/api/scheduler/pause", methods=["POST"], content_types=JSON_TYPES)
+@api(admin=True)
+def pause(principal):
+    c = container()
+    c.dispatcher.set_paused(True)
+    return c.dispatcher.status(principal.tenant_id, admin=False)
+
+
+@app.route("/api/scheduler/resume", methods=["POST"], content_types=JSON_TYPES)
+@api(admin=True)
+def resume(principal):
+    c = container()
+    c.dispatcher.set_paused(False)
+    return c.dispatcher.status(principal.tenant_id, admin=False)
+
+
+# --- DLQ ---------------------------------------------------------------------------------------
+@app.route("/api/dlq", methods=["GET"])
+@api()
+def list_dlq(principal):
+    q = _q()
+    no_unknown_query(q, {"limit", "nextToken"})
+    return container().agent_service.list_dlq(
+        principal.tenant_id, principal.admin, query_int(q, "limit", 50, 1, 100), query_str(q, "nextToken")
+    )
+
+
+@app.route("/api/dlq/redrive", methods=["POST"], content_types=JSON_TYPES)
+@api(body="optional", status=202)
+def redrive(principal, body):
+    return container().agent_service.redrive(principal.tenant_id, principal.admin, body)
+
+
+# --- the tick and the worker ----------------------------------------------------------------------
+@app.schedule("rate(1 minute)", name="tick")
+def tick(event):
+    from chalicelib.services import metrics
+
+    report = container().dispatcher.tick()
+    metrics.flush()
+    return {"due": report.due, "admitted": report.admitted, "skipped": report.skipped, "resent": report.resent}
+
+
+@app.on_sqs_message(queue_arn=os.environ.get("SCHEDULER_WORK_QUEUE_ARN", "arn:aws:sqs:us-east-1:000000000000:agent-scheduler-work"), batch_size=5, name="worker")
+def worker(event):
+    from chalicelib.services.batch import process_sqs_event
+
+    return process_sqs_event(container(), event.to_dict(), event.context)
+
+
+# --- WebSocket API ---------------------------------------------------------------------------------
+@app.on_ws_connect()
+def ws_connect(event):
+    from chalicelib.services.ws import on_connect
+
+    return on_connect(container(), event.to_dict())
+
+
+@app.on_ws_disconnect()
+def ws_disconnect(event):
+    from chalicelib.services.ws import on_disconnect
+
+    return on_disconnect(container(), event.to_dict())
+
+
+@app.on_ws_message()
+def ws_message(event):
+    from chalicelib.services.ws import on_message
+
+    return on_message(container(), event.to_dict())

@@ -1,0 +1,619 @@
+"""DynamoDB adapters (pynamodb). The only code that touches the tables.
+
+Every method converts between pynamodb items and the plain records in
+``chalicelib.domain.records``, and every AWS error leaves here as a
+``StorageError`` (retryable or not) or a ``ConditionFailed`` (lost a race).
+"""
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Sequence
+
+from pynamodb.exceptions import TransactWriteError
+from pynamodb.transactions import TransactWrite
+
+from chalicelib.adapters.errors import aws_call, translate
+from chalicelib.adapters.tables import AgentTenantModel, ConnectionModel, ControlModel, SessionModel
+from chalicelib.domain.admission import Lease
+from chalicelib.domain.ids import pending_rank, pending_shard
+from chalicelib.domain.model import Priority, SessionStatus, Trigger
+from chalicelib.domain.records import STAGE_ADMITTED, STAGE_PENDING, Agent, Session
+from chalicelib.domain.schedule import ScheduleSpec
+from chalicelib.errors import ConditionFailed, StorageError, ValidationError
+
+TRANSACTION_LIMIT = 100
+
+
+# --- pagination tokens ---------------------------------------------------------
+def encode_token(key: dict | None) -> str | None:
+    if not key:
+        return None
+    return base64.urlsafe_b64encode(json.dumps(key, separators=(",", ":")).encode()).decode()
+
+
+def decode_token(token: str | None, hash_name: str, hash_value: str) -> dict | None:
+    if token is None or token == "":
+        return None
+    try:
+        key = json.loads(base64.urlsafe_b64decode(token.encode() + b"=" * (-len(token) % 4)))
+    except (ValueError, TypeError):
+        raise ValidationError("nextToken", "nextToken is not a token this API returned") from None
+    if (
+        not isinstance(key, dict)
+        or not isinstance(key.get(hash_name), dict)
+        or key[hash_name].get("S") != hash_value
+        or not all(isinstance(v, dict) and len(v) == 1 for v in key.values())
+        or len(key) > 4
+    ):
+        raise ValidationError("nextToken", "nextToken is not a token this API returned")
+    return key
+
+
+# --- conversions ------------------------------------------------------------
+def agent_from_item(m: AgentTenantModel) -> Agent:
+    return Agent(
+        tenant_id=m.tenant_id,
+        agent_id=m.agent_id,
+        name=m.name,
+        kind=m.kind,
+        description=m.description,
+        config=m.config or {},
+        timeout_seconds=int(m.timeout_seconds),
+        max_retries=int(m.max_retries),
+        created_at=float(m.created_at),
+        updated_at=float(m.updated_at),
+        schedule=ScheduleSpec.from_item(m.schedule) if m.schedule else None,
+        next_run_at=None if m.next_run_at is None else float(m.next_run_at),
+        active_runs=int(m.active_runs or 0),
+        consecutive_failures=int(m.consecutive_failures or 0),
+        alerted=bool(m.alerted),
+    )
+
+
+def agent_to_item(a: Agent, *, due_shard: str | None, due_at: float | None) -> AgentTenantModel:
+    return AgentTenantModel(
+        a.tenant_id,
+        a.agent_id,
+        name=a.name,
+        kind=a.kind,
+        description=a.description,
+        config=a.config,
+        timeout_seconds=a.timeout_seconds,
+        max_retries=a.max_retries,
+        created_at=a.created_at,
+        updated_at=a.updated_at,
+        schedule=a.schedule.to_item() if a.schedule else None,
+        next_run_at=a.next_run_at,
+        due_shard=due_shard,
+        due_at=due_at,
+        active_runs=a.active_runs,
+        consecutive_failures=a.consecutive_failures,
+        alerted=a.alerted,
+    )
+
+
+def session_from_item(m: SessionModel) -> Session:
+    return Session(
+        agent_id=m.agent_id,
+        session_id=m.session_id,
+        tenant_id=m.tenant_id,
+        status=SessionStatus(m.status),
+        trigger=Trigger(m.trigger),
+        priority=Priority(m.priority),
+        scheduled_for=float(m.scheduled_for),
+        queued_at=float(m.queued_at),
+        max_attempts=int(m.max_attempts),
+        timeout_seconds=int(m.timeout_seconds),
+        attempt=int(m.attempt or 0),
+        started_at=_f(m.started_at),
+        finished_at=_f(m.finished_at),
+        duration_ms=None if m.duration_ms is None else int(m.duration_ms),
+        input=m.input,
+        output=m.output,
+        error=m.error,
+        skip_reason=m.skip_reason,
+        next_attempt_at=_f(m.next_attempt_at),
+        stage=m.stage,
+        admitted_at=_f(m.admitted_at),
+        run_lease_until=_f(m.run_lease_until),
+        cancel_requested=bool(m.cancel_requested),
+        failed_at=_f(m.failed_at),
+        in_dlq=m.dlq_tenant is not None,
+    )
+
+
+def _f(v) -> float | None:
+    return None if v is None else float(v)
+
+
+def session_to_item(s: Session, *, shards: int, expires_at: float | None) -> SessionModel:
+    pending = s.stage == STAGE_PENDING
+    return SessionModel(
+        s.agent_id,
+        s.session_id,
+        tenant_id=s.tenant_id,
+        status=s.status.value,
+        trigger=s.trigger.value,
+        priority=s.priority.value,
+        scheduled_for=s.scheduled_for,
+        queued_at=s.queued_at,
+        max_attempts=s.max_attempts,
+        timeout_seconds=s.timeout_seconds,
+        attempt=s.attempt,
+        started_at=s.started_at,
+        finished_at=s.finished_at,
+        duration_ms=s.duration_ms,
+        input=s.input,
+        output=s.output,
+        error=s.error,
+        skip_reason=s.skip_reason,
+        next_attempt_at=s.next_attempt_at,
+        stage=s.stage,
+        admitted_at=s.admitted_at,
+        run_lease_until=s.run_lease_until,
+        cancel_requested=s.cancel_requested or None,
+        pending_shard=pending_shard(s.session_id, shards) if pending else None,
+        pending_rank=pending_rank(s.priority.rank, s.eligible_at, s.session_id) if pending else None,
+        dlq_tenant=s.tenant_id if s.in_dlq else None,
+        failed_at=s.failed_at,
+        expires_at=_ttl(expires_at),
+    )
+
+
+def _ttl(epoch: float | None):
+    from datetime import datetime, timezone
+
+    return None if epoch is None else datetime.fromtimestamp(int(epoch), tz=timezone.utc)
+
+
+# --- agents -------------------------------------------------------------------
+class AgentStore:
+    def __init__(self, shards: int) -> None:
+        self.shards = shards
+
+    def create(self, agent: Agent) -> None:
+        item = agent_to_item(agent, due_shard=None, due_at=None)
+        with aws_call("create agent"):
+            item.save(condition=AgentTenantModel.agent_id.does_not_exist())
+
+    def get(self, tenant_id: str, agent_id: str) -> Agent | None:
+        with aws_call("get agent"):
+            try:
+                return agent_from_item(AgentTenantModel.get(tenant_id, agent_id))
+            except AgentTenantModel.DoesNotExist:
+                return None
+
+    def list(self, tenant_id: str, limit: int, token: str | None) -> tuple[list[Agent], str | None]:
+        start = decode_token(token, "tenant_id", tenant_id)
+        with aws_call("list agents"):
+            it = AgentTenantModel.query(tenant_id, limit=limit, last_evaluated_key=start)
+            items = [agent_from_item(m) for m in it]
+            return items, encode_token(it.last_evaluated_key)
+
+    def iter_tenant(self, tenant_id: str) -> Iterator[Agent]:
+        with aws_call("list agents"):
+            for m in AgentTenantModel.query(tenant_id):
+                yield agent_from_item(m)
+
+    def save(self, agent: Agent, *, due_shard: str | None, due_at: float | None, must_exist: bool) -> None:
+        """Write the agent's own fields and schedule; run bookkeeping is kept as stored."""
+        a = AgentTenantModel
+        actions = [
+            a.name.set(agent.name),
+            a.kind.set(agent.kind),
+            a.config.set(agent.config),
+            a.timeout_seconds.set(agent.timeout_seconds),
+            a.max_retries.set(agent.max_retries),
+            a.updated_at.set(agent.updated_at),
+        ]
+        actions.append(a.description.set(agent.description) if agent.description is not None else a.description.remove())
+        if agent.schedule is None:
+            actions += [a.schedule.remove(), a.next_run_at.remove(), a.due_shard.remove(), a.due_at.remove()]
+        else:
+            actions += [a.schedule.set(agent.schedule.to_item())]
+            actions.append(a.next_run_at.set(agent.next_run_at) if agent.next_run_at is not None else a.next_run_at.remove())
+            if due_shard is not None and due_at is not None:
+                actions += [a.due_shard.set(due_shard), a.due_at.set(due_at)]
+            else:
+                actions += [a.due_shard.remove(), a.due_at.remove()]
+        item = AgentTenantModel(agent.tenant_id, agent.agent_id)
+        cond = a.agent_id.exists() if must_exist else None
+        with aws_call("update agent"):
+            item.update(actions=actions, condition=cond)
+
+    def delete(self, tenant_id: str, agent_id: str) -> bool:
+        with aws_call("delete agent"):
+            try:
+                AgentTenantModel(tenant_id, agent_id).delete(condition=AgentTenantModel.agent_id.exists())
+                return True
+            except Exception as exc:  # translated below
+                err = translate(exc, "delete agent") if not isinstance(exc, StorageError) else exc
+                if isinstance(err, ConditionFailed):
+                    return False
+                raise err from exc
+
+    def query_due(self, shard: str, until: float) -> Iterator[Agent]:
+        """Enabled schedules of one shard due at or before ``until`` (all pages)."""
+        with aws_call("query due schedules"):
+            for m in AgentTenantModel.due_index.query(shard, AgentTenantModel.due_at <= until):
+                yield agent_from_item(m)
+
+    def add_active_runs(self, tenant_id: str, agent_id: str, delta: int) -> None:
+        a = AgentTenantModel
+        with aws_call("count active runs"):
+            try:
+                a(tenant_id, agent_id).update(
+                    actions=[a.active_runs.add(delta)], condition=a.agent_id.exists()
+                )
+            except Exception as exc:
+                err = translate(exc, "count active runs")
+                if not isinstance(err, ConditionFailed):  # agent deleted meanwhile: nothing to count
+                    raise err from exc
+
+    def record_run_result(self, tenant_id: str, agent_id: str, *, failed: bool, threshold: int) -> bool:
+        """Count one finished run; return True exactly once when failures reach ``threshold``."""
+        a = AgentTenantModel
+        item = a(tenant_id, agent_id)
+        with aws_call("record run result"):
+            try:
+                if not failed:
+                    item.update(
+                        actions=[a.active_runs.add(-1), a.consecutive_failures.set(0), a.alerted.set(False)],
+                        condition=a.agent_id.exists(),
+                    )
+                    return False
+                item.update(
+                    actions=[a.active_runs.add(-1), a.consecutive_failures.add(1)],
+                    condition=a.agent_id.exists(),
+                )
+                if (item.consecutive_failures or 0) >= threshold and not item.alerted:
+                    try:
+                        item.update(
+                            actions=[a.alerted.set(True)],
+                            condition=a.agent_id.exists() & (a.alerted != True),  # noqa: E712
+                        )
+                        return True
+                    except Exception as exc:
+                        if isinstance(translate(exc, "alert"), ConditionFailed):
+                            return False  # another worker raised it
+                        raise
+                return False
+            except Exception as exc:
+                err = translate(exc, "record run result")
+                if isinstance(err, ConditionFailed):
+                    return False
+                raise err from exc
+
+
+# --- sessions -----------------------------------------------------------------
+class SessionStore:
+    def __init__(self, shards: int, retention_days: int) -> None:
+        self.shards = shards
+        self.retention = retention_days * 86400
+
+    def expires(self, base: float) -> float:
+        return base + self.retention
+
+    def item(self, s: Session) -> SessionModel:
+        return session_to_item(s, shards=self.shards, expires_at=self.expires(s.finished_at or s.queued_at))
+
+    def create(self, s: Session) -> None:
+        with aws_call("create session"):
+            self.item(s).save(condition=SessionModel.session_id.does_not_exist())
+
+    def get(self, agent_id: str, session_id: str) -> Session | None:
+        with aws_call("get session"):
+            try:
+                return session_from_item(SessionModel.get(agent_id, session_id, consistent_read=True))
+            except SessionModel.DoesNotExist:
+                return None
+
+    def batch_get(self, keys: Sequence[tuple[str, str]]) -> dict[str, Session]:
+        if not keys:
+            return {}
+        with aws_call("get sessions"):
+            return {m.session_id: session_from_item(m) for m in SessionModel.batch_get(list(keys))}
+
+    def list(
+        self, agent_id: str, limit: int, token: str | None, status: str | None
+    ) -> tuple[list[Session], str | None]:
+        start = decode_token(token, "agent_id", agent_id)
+        cond = (SessionModel.status == status) if status else None
+        with aws_call("list sessions"):
+            items: list[Session] = []
+            last = start
+            # A filter can leave a page short: read on until the page is full.
+            while True:
+                it = SessionModel.query(
+                    agent_id,
+                    filter_condition=cond,
+                    scan_index_forward=False,
+                    limit=limit - len(items) if cond is None else max(limit, 25),
+                    last_evaluated_key=last,
+                )
+                for m in it:
+                    items.append(session_from_item(m))
+                    if len(items) == limit:
+                        last = {"agent_id": {"S": m.agent_id}, "session_id": {"S": m.session_id}}
+                        return items, encode_token(last)
+                last = it.last_evaluated_key
+                if not last:
+                    return items, None
+
+    def iter_agent(self, agent_id: str, since: float | None = None, until_id: str | None = None) -> Iterator[Session]:
+        """Newest first."""
+        with aws_call("list sessions"):
+            for m in SessionModel.query(agent_id, scan_index_forward=False):
+                yield session_from_item(m)
+
+    def save(self, s: Session, *, expect_status: Iterable[SessionStatus] | None = None,
+             expect_attempt: int | None = None) -> None:
+        cond = SessionModel.session_id.exists()
+        if expect_status is not None:
+            cond = cond & SessionModel.status.is_in(*[x.value for x in expect_status])
+        if expect_attempt is not None:
+            cond = cond & (SessionModel.attempt == expect_attempt)
+        with aws_call("update session"):
+            self.item(s).save(condition=cond)
+
+    def delete_agent_sessions(self, agent_id: str) -> int:
+        n = 0
+        with aws_call("delete sessions"):
+            with SessionModel.batch_write() as batch:
+                for m in SessionModel.query(agent_id, attributes_to_get=["agent_id", "session_id"]):
+                    batch.delete(m)
+                    n += 1
+        return n
+
+    def query_pending(self, shard: str, *, want: int, eligible_until: float) -> list[Session]:
+        """Runs of one shard waiting for a slot, in admission order, until ``want`` are eligible."""
+        out: list[Session] = []
+        eligible = 0
+        with aws_call("query pending runs"):
+            for m in SessionModel.pending_index.query(shard, page_size=max(want * 2, 10)):
+                s = session_from_item(m)
+                out.append(s)
+                if s.eligible_at <= eligible_until:
+                    eligible += 1
+                    if eligible >= want:
+                        break
+        return out
+
+    def count_pending(self, shard: str, tenant_id: str | None) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        cond = (SessionModel.tenant_id == tenant_id) if tenant_id else None
+        with aws_call("count pending runs"):
+            for m in SessionModel.pending_index.query(shard, filter_condition=cond):
+                counts[m.priority] = counts.get(m.priority, 0) + 1
+        return counts
+
+    def list_dlq(self, tenant_id: str | None, limit: int, token: str | None) -> tuple[list[Session], str | None]:
+        with aws_call("list dead runs"):
+            if tenant_id is None:  # admin: every tenant; the index is sparse
+                start = _decode_any(token)
+                it = SessionModel.dlq_index.scan(limit=limit, last_evaluated_key=start)
+            else:
+                start = decode_token(token, "dlq_tenant", tenant_id)
+                it = SessionModel.dlq_index.query(tenant_id, limit=limit, last_evaluated_key=start,
+                                                  scan_index_forward=False)
+            items = [m for m in it]
+            return [self._dlq_entry(m) for m in items], encode_token(it.last_evaluated_key)
+
+    def count_dlq(self, tenant_id: str | None) -> int:
+        with aws_call("count dead runs"):
+            if tenant_id is None:
+                return SessionModel.dlq_index.count()
+            return SessionModel.dlq_index.count(tenant_id)
+
+    @staticmethod
+    def _dlq_entry(m: SessionModel) -> Session:
+        return Session(
+            agent_id=m.agent_id, session_id=m.session_id, tenant_id=m.tenant_id,
+            status=SessionStatus(m.status or "DEAD"), trigger=Trigger(m.trigger or "SCHEDULE"),
+            priority=Priority.NORMAL, scheduled_for=0.0, queued_at=0.0, max_attempts=0, timeout_seconds=0,
+            attempt=int(m.attempt or 0), error=m.error, failed_at=_f(m.failed_at), in_dlq=True,
+        )
+
+
+def _decode_any(token: str | None) -> dict | None:
+    if not token:
+        return None
+    try:
+        key = json.loads(base64.urlsafe_b64decode(token.encode() + b"=" * (-len(token) % 4)))
+        if not isinstance(key, dict) or "dlq_tenant" not in key:
+            raise ValueError
+        return key
+    except (ValueError, TypeError):
+        raise ValidationError("nextToken", "nextToken is not a token this API returned") from None
+
+
+# --- control: scheduler state and slot leases --------------------------------
+STATE = "STATE"
+CAPACITY = "CAPACITY"
+
+
+@dataclass(frozen=True)
+class SchedulerState:
+    paused: bool
+    last_tick_at: float | None
+    pauses: tuple[tuple[float, float | None], ...]
+
+
+@dataclass(frozen=True)
+class Capacity:
+    version: int
+    leases: dict[str, Lease]
+
+
+class ControlStore:
+    def state(self) -> SchedulerState:
+        with aws_call("read scheduler state"):
+            try:
+                m = ControlModel.get(STATE, consistent_read=True)
+            except ControlModel.DoesNotExist:
+                return SchedulerState(False, None, ())
+        pauses = tuple((float(p[0]), None if p[1] is None else float(p[1])) for p in (m.pauses or []))
+        return SchedulerState(bool(m.paused), _f(m.last_tick_at), pauses)
+
+    def set_paused(self, paused: bool, pauses: Sequence) -> None:
+        c = ControlModel
+        with aws_call("pause/resume"):
+            c(STATE).update(actions=[c.paused.set(paused), c.pauses.set([list(p) for p in pauses])])
+
+    def set_last_tick(self, at: float) -> None:
+        c = ControlModel
+        with aws_call("record tick"):
+            c(STATE).update(actions=[c.last_tick_at.set(at)])
+
+    def capacity(self) -> Capacity:
+        with aws_call("read capacity"):
+            try:
+                m = ControlModel.get(CAPACITY, consistent_read=True)
+            except ControlModel.DoesNotExist:
+                return Capacity(0, {})
+        raw = m.leases.as_dict() if m.leases is not None else {}
+        return Capacity(int(m.version or 0), {k: Lease.from_item(k, v) for k, v in raw.items()})
+
+    def change_leases(self, cap: Capacity, add: Iterable[Lease], remove: Iterable[str]) -> None:
+        """Optimistic: fails with ConditionFailed if anyone changed the leases since ``cap`` was read."""
+        c = ControlModel
+        leases = dict((k, v.to_item()) for k, v in cap.leases.items())
+        for sid in remove:
+            leases.pop(sid, None)
+        for lease in add:
+            leases[lease.session_id] = lease.to_item()
+        cond = (c.version == cap.version) if cap.version else c.version.does_not_exist() | (c.version == 0)
+        with aws_call("change leases"):
+            c(CAPACITY).update(actions=[c.leases.set(leases), c.version.set(cap.version + 1)], condition=cond)
+
+    def release(self, session_ids: Iterable[str]) -> None:
+        """Drop leases (idempotent), retrying the optimistic write."""
+        ids = set(session_ids)
+        for _ in range(20):
+            cap = self.capacity()
+            if not ids & cap.leases.keys():
+                return
+            try:
+                self.change_leases(cap, (), ids)
+                return
+            except ConditionFailed:
+                continue
+        raise StorageError("release lease: too much contention", retryable=True)
+
+
+# --- transactions ---------------------------------------------------------------
+@dataclass
+class TxGroup:
+    """Writes that must land together (one schedule's advance and its new sessions)."""
+
+    key: str
+    ops: list  # (kind, args...) see commit_groups
+
+    def __len__(self) -> int:
+        return len(self.ops)
+
+
+def commit_groups(groups: list[TxGroup], counter: dict | None = None) -> tuple[list[TxGroup], list[TxGroup]]:
+    """Commit groups in transactions of at most 100 items.
+
+    Returns (committed, lost): a group whose condition fails lost its race
+    (another tick got there first); the rest of its transaction is retried.
+    """
+    committed: list[TxGroup] = []
+    lost: list[TxGroup] = []
+    chunks: list[list[TxGroup]] = []
+    cur: list[TxGroup] = []
+    size = 0
+    for g in groups:
+        if size + len(g) > TRANSACTION_LIMIT and cur:
+            chunks.append(cur)
+            cur, size = [], 0
+        cur.append(g)
+        size += len(g)
+    if cur:
+        chunks.append(cur)
+    while chunks:
+        chunk = chunks.pop(0)
+        try:
+            with TransactWrite() as tw:
+                for g in chunk:
+                    for op in g.ops:
+                        kind = op[0]
+                        if kind == "save":
+                            tw.save(op[1], condition=op[2])
+                        elif kind == "update":
+                            tw.update(op[1], actions=op[2], condition=op[3])
+                        elif kind == "delete":
+                            tw.delete(op[1], condition=op[2])
+                        else:  # pragma: no cover
+                            raise ValueError(kind)
+            committed.extend(chunk)
+            if counter is not None:
+                counter["transactions"] = counter.get("transactions", 0) + 1
+        except TransactWriteError as exc:
+            reasons = exc.cancellation_reasons or []
+            if exc.cause_response_code != "TransactionCanceledException" or not reasons:
+                raise translate(exc, "commit tick") from exc
+            idx = 0
+            failed_any = False
+            retry: list[TxGroup] = []
+            for g in chunk:
+                codes = [getattr(r, "code", None) if r is not None else None for r in reasons[idx : idx + len(g)]]
+                idx += len(g)
+                if any(c == "ConditionalCheckFailed" for c in codes):
+                    lost.append(g)
+                    failed_any = True
+                else:
+                    retry.append(g)
+            if not failed_any:
+                # conflicts with a concurrent transaction or throttling: retryable
+                raise translate(exc, "commit tick") from exc
+            if retry:
+                chunks.insert(0, retry)
+    return committed, lost
+
+
+# --- connections ------------------------------------------------------------------
+class ConnectionStore:
+    def __init__(self, ttl_seconds: int = 7200) -> None:
+        self.ttl = ttl_seconds
+
+    def add(self, connection_id: str, tenant_id: str, now: float) -> None:
+        with aws_call("store connection"):
+            ConnectionModel(
+                connection_id, tenant_id=tenant_id, subscriptions=[], connected_at=now,
+                expires_at=_ttl(now + self.ttl),
+            ).save()
+
+    def get(self, connection_id: str) -> ConnectionModel | None:
+        with aws_call("get connection"):
+            try:
+                return ConnectionModel.get(connection_id)
+            except ConnectionModel.DoesNotExist:
+                return None
+
+    def set_subscriptions(self, connection_id: str, subs: list[str]) -> None:
+        c = ConnectionModel
+        with aws_call("subscribe"):
+            c(connection_id).update(actions=[c.subscriptions.set(subs)], condition=c.connection_id.exists())
+
+    def remove(self, connection_id: str) -> None:
+        with aws_call("remove connection"):
+            ConnectionModel(connection_id).delete()
+
+    def all_connections(self) -> list[tuple[str, str]]:
+        with aws_call("list connections"):
+            return [
+                (m.connection_id, m.tenant_id)
+                for m in ConnectionModel.scan(attributes_to_get=["connection_id", "tenant_id"])
+            ]
+
+    def of_tenant(self, tenant_id: str) -> list[tuple[str, list[str]]]:
+        with aws_call("list connections"):
+            return [
+                (m.connection_id, list(m.subscriptions or []))
+                for m in ConnectionModel.tenant_index.query(tenant_id)
+            ]
+

@@ -1,0 +1,34 @@
+"""Create the tables, queues and topic locally (moto) from the same definitions infra uses."""
+from __future__ import annotations
+
+import json
+
+from chalicelib.adapters import tables
+from chalicelib.settings import Settings
+
+WORK_QUEUE_NAME = "agent-scheduler-work"
+DLQ_NAME = "agent-scheduler-dlq"
+ALERT_TOPIC_NAME = "agent-scheduler-alerts"
+WORKER_TIMEOUT_SECONDS = 900  # worker Lambda timeout: bounds every agent deadline
+WORK_QUEUE_VISIBILITY_SECONDS = WORKER_TIMEOUT_SECONDS + 60  # above the worker's timeout
+MAX_RECEIVE_COUNT = 5  # a message that crashes the handler this often goes to the DLQ
+DLQ_RETENTION_SECONDS = 14 * 86400
+
+
+def provision(settings: Settings, sqs, sns) -> Settings:
+    """Create everything (idempotent) and return settings with the URLs and ARN filled in."""
+    tables.bind(settings)
+    tables.create_tables(wait=False)
+    dlq_url = sqs.create_queue(
+        QueueName=DLQ_NAME, Attributes={"MessageRetentionPeriod": str(DLQ_RETENTION_SECONDS)}
+    )["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    work_url = sqs.create_queue(
+        QueueName=WORK_QUEUE_NAME,
+        Attributes={
+            "VisibilityTimeout": str(WORK_QUEUE_VISIBILITY_SECONDS),
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)}),
+        },
+    )["QueueUrl"]
+    topic_arn = sns.create_topic(Name=ALERT_TOPIC_NAME)["TopicArn"]
+    return settings.with_(work_queue_url=work_url, dlq_url=dlq_url, alert_topic_arn=topic_arn)

@@ -1,0 +1,182 @@
+"""pynamodb models: the DynamoDB tables, their keys, indexes and TTL.
+
+These definitions are the single source for the tables: local start-up and
+tests create tables from them, and the infra parity test checks the CDK
+template against them.
+
+Key design
+- agents: ``tenant_id`` / ``agent_id``. A tenant's agents are one Query.
+  The schedule lives on the agent item. ``due-index`` is a *sparse, sharded*
+  GSI (``due_shard`` / ``due_at``): only enabled schedules carry ``due_shard``,
+  so the tick queries each shard for ``due_at <= now + lookahead``; no scan.
+- sessions: ``agent_id`` / ``session_id``; session ids start with their
+  UTC time, so a Query with ScanIndexForward=False is newest first.
+  ``pending-index`` (sparse, sharded): runs waiting for a slot, sorted by
+  ``pending_rank`` = priority rank, eligible time, id: admission order.
+  ``dlq-index`` (sparse): dead runs per tenant, newest failure last.
+  ``expires_at`` is the TTL (SCHEDULER_SESSION_RETENTION_DAYS).
+- control: small items: ``STATE`` (paused, last tick) and ``CAPACITY``
+  (slot leases with expiry, optimistic version).
+- connections: WebSocket connections; ``tenant-index`` finds a tenant's.
+"""
+from __future__ import annotations
+
+from pynamodb.attributes import (
+    BooleanAttribute,
+    JSONAttribute,
+    ListAttribute,
+    MapAttribute,
+    NumberAttribute,
+    TTLAttribute,
+    UnicodeAttribute,
+)
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection
+from pynamodb.models import Model
+
+
+class DueIndex(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "due-index"
+        projection = AllProjection()
+
+    due_shard = UnicodeAttribute(hash_key=True)
+    due_at = NumberAttribute(range_key=True)
+
+
+class AgentTenantModel(Model):
+    class Meta:
+        table_name = "agent-scheduler-agents"
+
+    tenant_id = UnicodeAttribute(hash_key=True)
+    agent_id = UnicodeAttribute(range_key=True)
+    name = UnicodeAttribute()
+    kind = UnicodeAttribute()
+    description = UnicodeAttribute(null=True)
+    config = JSONAttribute(null=True)
+    timeout_seconds = NumberAttribute()
+    max_retries = NumberAttribute()
+    created_at = NumberAttribute()
+    updated_at = NumberAttribute()
+    # schedule (null when the agent has none)
+    schedule = JSONAttribute(null=True)
+    next_run_at = NumberAttribute(null=True)  # next unprocessed fire time (epoch s)
+    due_shard = UnicodeAttribute(null=True)  # sparse: only enabled schedules
+    due_at = NumberAttribute(null=True)  # next_run_at + jitter
+    due_index = DueIndex()
+    # run bookkeeping
+    active_runs = NumberAttribute(default=0)
+    consecutive_failures = NumberAttribute(default=0)
+    alerted = BooleanAttribute(default=False)
+
+
+class PendingIndex(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "pending-index"
+        projection = AllProjection()
+
+    pending_shard = UnicodeAttribute(hash_key=True)
+    pending_rank = UnicodeAttribute(range_key=True)
+
+
+class DlqIndex(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "dlq-index"
+        projection = IncludeProjection(["tenant_id", "status", "error", "attempt", "trigger"])
+
+    dlq_tenant = UnicodeAttribute(hash_key=True)
+    failed_at = NumberAttribute(range_key=True)
+
+
+class SessionModel(Model):
+    class Meta:
+        table_name = "agent-scheduler-sessions"
+
+    agent_id = UnicodeAttribute(hash_key=True)
+    session_id = UnicodeAttribute(range_key=True)
+    tenant_id = UnicodeAttribute()
+    status = UnicodeAttribute()
+    trigger = UnicodeAttribute()
+    priority = UnicodeAttribute()
+    scheduled_for = NumberAttribute()  # fire time (+ jitter) or request time
+    queued_at = NumberAttribute()
+    started_at = NumberAttribute(null=True)
+    finished_at = NumberAttribute(null=True)
+    duration_ms = NumberAttribute(null=True)
+    attempt = NumberAttribute(default=0)  # attempts started so far
+    max_attempts = NumberAttribute()
+    timeout_seconds = NumberAttribute()
+    input = JSONAttribute(null=True)
+    output = JSONAttribute(null=True)
+    error = JSONAttribute(null=True)  # {category, message}
+    skip_reason = UnicodeAttribute(null=True)
+    next_attempt_at = NumberAttribute(null=True)
+    stage = UnicodeAttribute(null=True)  # PENDING | ADMITTED | null (running or done)
+    admitted_at = NumberAttribute(null=True)
+    run_lease_until = NumberAttribute(null=True)  # a RUNNING session past this is abandoned
+    cancel_requested = BooleanAttribute(null=True)
+    pending_shard = UnicodeAttribute(null=True)
+    pending_rank = UnicodeAttribute(null=True)
+    pending_index = PendingIndex()
+    dlq_tenant = UnicodeAttribute(null=True)
+    failed_at = NumberAttribute(null=True)
+    dlq_index = DlqIndex()
+    expires_at = TTLAttribute(null=True)
+
+
+class ControlModel(Model):
+    class Meta:
+        table_name = "agent-scheduler-control"
+
+    pk = UnicodeAttribute(hash_key=True)
+    version = NumberAttribute(default=0)
+    paused = BooleanAttribute(null=True)
+    last_tick_at = NumberAttribute(null=True)
+    pauses = ListAttribute(null=True)  # recent [paused_at, resumed_at|null] pairs
+    leases = MapAttribute(null=True)  # session_id -> {"t": tenant, "a": agent, "f": fire, "e": expiry}
+
+
+class TenantIndex(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "tenant-index"
+        projection = AllProjection()
+
+    tenant_id = UnicodeAttribute(hash_key=True)
+
+
+class ConnectionModel(Model):
+    class Meta:
+        table_name = "agent-scheduler-connections"
+
+    connection_id = UnicodeAttribute(hash_key=True)
+    tenant_id = UnicodeAttribute()
+    subscriptions = ListAttribute(of=UnicodeAttribute, null=True)
+    connected_at = NumberAttribute()
+    expires_at = TTLAttribute(null=True)
+    tenant_index = TenantIndex()
+
+
+ALL_MODELS: tuple[type[Model], ...] = (AgentTenantModel, SessionModel, ControlModel, ConnectionModel)
+
+
+def bind(settings) -> None:
+    """Point every model at the tables named in ``settings`` (once per container)."""
+    names = {
+        AgentTenantModel: settings.agents_table,
+        SessionModel: settings.sessions_table,
+        ControlModel: settings.control_table,
+        ConnectionModel: settings.connections_table,
+    }
+    for model, table in names.items():
+        model.Meta.table_name = table
+        model.Meta.region = settings.region
+        model.Meta.host = settings.aws_endpoint_url
+        model._connection = None  # drop a cached connection to another endpoint
+
+
+def create_tables(wait: bool = False) -> None:
+    """Create every table (local start-up and tests). Same definitions as infra."""
+    for model in ALL_MODELS:
+        if not model.exists():
+            model.create_table(billing_mode="PAY_PER_REQUEST", wait=wait)
+            if model._ttl_attribute() is not None:
+                model.update_ttl(ignore_update_ttl_errors=True)

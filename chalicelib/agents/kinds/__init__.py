@@ -1,0 +1,1 @@
+"""Built-in agent kinds, one small module each. ``registry`` registers them."""

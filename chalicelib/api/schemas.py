@@ -1,0 +1,163 @@
+"""Request and response schemas: validated on the way in, published in OpenAPI."""
+from __future__ import annotations
+
+from chalicelib.domain.model import CatchupPolicy, OverlapPolicy, Priority, SessionStatus
+
+PRIORITIES = [p.value for p in Priority]
+KINDS = ["echo", "sleep", "fail", "http", "lambda"]
+DATETIME = {"type": "string", "format": "date-time", "maxLength": 64}
+NULLABLE_DATETIME = {"type": ["string", "null"], "format": "date-time", "maxLength": 64}
+
+AGENT_FIELDS = {
+    "name": {"type": "string", "minLength": 1, "maxLength": 200},
+    "kind": {"type": "string", "enum": KINDS},
+    "config": {"type": "object", "x-maxBytes": 32 * 1024, "description": "kind-specific settings, at most 32 KB"},
+    "description": {"type": ["string", "null"], "maxLength": 2000},
+    "timeoutSeconds": {"type": "integer", "minimum": 1, "maximum": 900},
+    "maxRetries": {"type": "integer", "minimum": 0, "maximum": 10},
+}
+
+AGENT_CREATE = {
+    "type": "object",
+    "properties": AGENT_FIELDS,
+    "required": ["name", "kind"],
+    "additionalProperties": False,
+}
+
+AGENT_PATCH = {
+    "type": "object",
+    "properties": {k: v for k, v in AGENT_FIELDS.items() if k != "kind"} | {"kind": AGENT_FIELDS["kind"]},
+    "additionalProperties": False,
+    "minProperties": 1,
+}
+
+SCHEDULE_FIELDS = {
+    "cronExpression": {"type": "string", "minLength": 1, "maxLength": 200},
+    "timezone": {"type": "string", "minLength": 1, "maxLength": 64},
+    "priority": {"type": "string", "enum": PRIORITIES},
+    "enabled": {"type": "boolean"},
+    "catchup": {"type": "string", "enum": [c.value for c in CatchupPolicy]},
+    "catchupWindowSeconds": {"type": "integer", "minimum": 0, "maximum": 7 * 86400},
+    "overlapPolicy": {"type": "string", "enum": [o.value for o in OverlapPolicy]},
+    "startAt": NULLABLE_DATETIME,
+    "endAt": NULLABLE_DATETIME,
+    "jitterSeconds": {"type": "integer", "minimum": 0, "maximum": 3600},
+}
+
+SCHEDULE_PUT = {
+    "type": "object",
+    "properties": SCHEDULE_FIELDS,
+    "required": ["cronExpression"],
+    "additionalProperties": False,
+}
+
+RUN_NOW = {
+    "type": "object",
+    "properties": {
+        "priority": {"type": "string", "enum": PRIORITIES},
+        "input": {"x-maxBytes": 32 * 1024, "description": "any JSON, handed to the agent (at most 32 KB)"},
+    },
+    "additionalProperties": False,
+}
+
+VALIDATE = {
+    "type": "object",
+    "properties": {
+        "cronExpression": SCHEDULE_FIELDS["cronExpression"],
+        "timezone": SCHEDULE_FIELDS["timezone"],
+        "from": DATETIME,
+        "count": {"type": "integer", "minimum": 1, "maximum": 100},
+        "timeoutSeconds": AGENT_FIELDS["timeoutSeconds"],
+        "agentId": {"type": "string", "minLength": 1, "maxLength": 100},
+    },
+    "required": ["cronExpression"],
+    "additionalProperties": False,
+}
+
+BULK = {
+    "type": "object",
+    "properties": {
+        "operations": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 100,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "agentId": {"type": "string", "minLength": 1, "maxLength": 100},
+                    "action": {"type": "string", "enum": ["schedule", "unschedule", "enable", "disable"]},
+                    "schedule": {"type": "object"},
+                },
+                "required": ["agentId", "action"],
+                "additionalProperties": False,
+            },
+        }
+    },
+    "required": ["operations"],
+    "additionalProperties": False,
+}
+
+REDRIVE = {
+    "type": "object",
+    "properties": {
+        "sessionIds": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 100,
+            "items": {"type": "string", "minLength": 1, "maxLength": 100},
+        }
+    },
+    "additionalProperties": False,
+}
+
+# --- responses (documentation) ------------------------------------------------------
+ERROR = {
+    "type": "object",
+    "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}},
+    "required": ["code", "message"],
+}
+SCHEDULE_OUT = {
+    "type": "object",
+    "properties": {
+        "agentId": {"type": "string"},
+        **{k: v for k, v in SCHEDULE_FIELDS.items()},
+        "nextRunAt": {"type": ["string", "null"], "format": "date-time"},
+        "nextRuns": {"type": "array", "items": {"type": "string", "format": "date-time"}},
+        "warnings": {"type": "array", "items": {"type": "string"}},
+        "conflicts": {"type": "array", "items": {"type": "object"}},
+        "createdAt": {"type": "string", "format": "date-time"},
+        "updatedAt": {"type": "string", "format": "date-time"},
+    },
+}
+AGENT_OUT = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        **AGENT_FIELDS,
+        "createdAt": {"type": "string", "format": "date-time"},
+        "updatedAt": {"type": "string", "format": "date-time"},
+        "schedule": {"oneOf": [SCHEDULE_OUT, {"type": "null"}]},
+    },
+}
+SESSION_OUT = {
+    "type": "object",
+    "properties": {
+        "sessionId": {"type": "string"},
+        "agentId": {"type": "string"},
+        "status": {"type": "string", "enum": [s.value for s in SessionStatus]},
+        "trigger": {"type": "string", "enum": ["SCHEDULE", "MANUAL", "REDRIVE"]},
+        "priority": {"type": "string", "enum": PRIORITIES},
+        "scheduledFor": {"type": "string", "format": "date-time"},
+        "queuedAt": {"type": "string", "format": "date-time"},
+        "startedAt": {"type": ["string", "null"], "format": "date-time"},
+        "finishedAt": {"type": ["string", "null"], "format": "date-time"},
+        "durationMs": {"type": ["integer", "null"]},
+        "attempt": {"type": "integer"},
+        "maxAttempts": {"type": "integer"},
+        "error": {"type": ["object", "null"]},
+        "output": {},
+        "input": {},
+        "skipReason": {"type": ["string", "null"]},
+        "nextAttemptAt": {"type": ["string", "null"], "format": "date-time"},
+    },
+}

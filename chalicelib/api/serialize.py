@@ -1,0 +1,76 @@
+"""Records to API JSON (camelCase, ISO 8601 with offset)."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+from chalicelib.domain.records import Agent, Session
+from chalicelib.domain.schedule import ScheduleSpec
+
+
+def iso(epoch: float | None, tz: str | None = None) -> str | None:
+    if epoch is None:
+        return None
+    dt = datetime.fromtimestamp(epoch, tz=timezone.utc)
+    if tz and tz != "UTC":
+        dt = dt.astimezone(ZoneInfo(tz))
+    return dt.isoformat(timespec="milliseconds" if epoch % 1 else "seconds")
+
+
+def schedule_json(agent: Agent, spec: ScheduleSpec, next_run_at: float | None, next_runs: list[float]) -> dict:
+    tz = spec.timezone
+    return {
+        "agentId": agent.agent_id,
+        "cronExpression": spec.cron_expression,
+        "timezone": spec.timezone,
+        "priority": spec.priority.value,
+        "enabled": spec.enabled,
+        "catchup": spec.catchup.value,
+        "catchupWindowSeconds": spec.catchup_window_seconds,
+        "overlapPolicy": spec.overlap_policy.value,
+        "startAt": iso(spec.start_at, tz),
+        "endAt": iso(spec.end_at, tz),
+        "jitterSeconds": spec.jitter_seconds,
+        "nextRunAt": iso(next_run_at, tz),
+        "nextRuns": [iso(t, tz) for t in next_runs],
+        "createdAt": iso(spec.created_at),
+        "updatedAt": iso(spec.updated_at),
+    }
+
+
+def agent_json(agent: Agent, schedule: dict | None) -> dict:
+    return {
+        "id": agent.agent_id,
+        "name": agent.name,
+        "kind": agent.kind,
+        "config": agent.config,
+        "description": agent.description,
+        "timeoutSeconds": agent.timeout_seconds,
+        "maxRetries": agent.max_retries,
+        "createdAt": iso(agent.created_at),
+        "updatedAt": iso(agent.updated_at),
+        "schedule": schedule,
+    }
+
+
+def session_json(s: Session) -> dict:
+    return {
+        "sessionId": s.session_id,
+        "agentId": s.agent_id,
+        "status": s.status.value,
+        "trigger": s.trigger.value,
+        "priority": s.priority.value,
+        "scheduledFor": iso(s.scheduled_for),
+        "queuedAt": iso(s.queued_at),
+        "startedAt": iso(s.started_at),
+        "finishedAt": iso(s.finished_at),
+        "durationMs": s.duration_ms,
+        "attempt": s.attempt,
+        "maxAttempts": s.max_attempts,
+        "error": s.error,
+        "output": s.output,
+        "input": s.input,
+        "skipReason": s.skip_reason,
+        "nextAttemptAt": iso(s.next_attempt_at),
+        "waitingForSlot": s.stage == "PENDING",
+    }

@@ -1,0 +1,115 @@
+"""Event payloads pushed to WebSocket clients. Pure.
+
+Every event is ``{"event": NAME, "data": {...}, "timestamp": ISO}``; every
+agent event's data carries ``agentId``, ``sessionId`` and ``attempt``.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+AGENT_STARTED = "agent:started"
+AGENT_PROGRESS = "agent:progress"
+AGENT_COMPLETED = "agent:completed"
+AGENT_FAILED = "agent:failed"
+AGENT_ALERT = "agent:alert"
+SCHEDULER_STATUS = "scheduler:status"
+SUBSCRIBED = "subscribed"
+PONG = "pong"
+
+AGENT_EVENTS = (AGENT_STARTED, AGENT_PROGRESS, AGENT_COMPLETED, AGENT_FAILED, AGENT_ALERT)
+
+
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+def envelope(name: str, data: dict, now: float) -> dict:
+    return {"event": name, "data": data, "timestamp": _iso(now)}
+
+
+def _agent(agent_id: str, session_id: str, attempt: int, **extra) -> dict:
+    return {"agentId": agent_id, "sessionId": session_id, "attempt": attempt, **extra}
+
+
+def started(agent_id, session_id, attempt, *, now, scheduled_for, trigger) -> dict:
+    return envelope(
+        AGENT_STARTED,
+        _agent(
+            agent_id,
+            session_id,
+            attempt,
+            scheduledFor=_iso(scheduled_for),
+            startedAt=_iso(now),
+            trigger=trigger,
+            latenessMs=max(0, round((now - scheduled_for) * 1000)),
+        ),
+        now,
+    )
+
+
+def progress(agent_id, session_id, attempt, *, now, percent, message) -> dict:
+    pct = max(0.0, min(100.0, float(percent)))
+    return envelope(
+        AGENT_PROGRESS,
+        _agent(agent_id, session_id, attempt, progress=round(pct, 2), message=message or ""),
+        now,
+    )
+
+
+def completed(agent_id, session_id, attempt, *, now, duration_ms, output) -> dict:
+    return envelope(
+        AGENT_COMPLETED,
+        _agent(agent_id, session_id, attempt, durationMs=duration_ms, output=output),
+        now,
+    )
+
+
+def failed(
+    agent_id, session_id, attempt, *, now, category, message, will_retry, next_attempt_at
+) -> dict:
+    return envelope(
+        AGENT_FAILED,
+        _agent(
+            agent_id,
+            session_id,
+            attempt,
+            error={"category": category, "message": message},
+            willRetry=will_retry,
+            nextAttemptAt=_iso(next_attempt_at),
+        ),
+        now,
+    )
+
+
+def alert(agent_id, session_id, attempt, *, now, consecutive_failures, message) -> dict:
+    return envelope(
+        AGENT_ALERT,
+        _agent(
+            agent_id,
+            session_id,
+            attempt,
+            consecutiveFailures=consecutive_failures,
+            message=message,
+        ),
+        now,
+    )
+
+
+def scheduler_status(status: dict, now: float) -> dict:
+    return envelope(SCHEDULER_STATUS, status, now)
+
+
+class ProgressLimiter:
+    """At most one progress event per ``interval`` seconds per run; 0 and 100 always pass."""
+
+    def __init__(self, interval: float = 0.5) -> None:
+        self.interval = interval
+        self._last: float | None = None
+
+    def allow(self, now: float, percent: float) -> bool:
+        if percent >= 100 or self._last is None or now - self._last >= self.interval:
+            self._last = now
+            return True
+        return False

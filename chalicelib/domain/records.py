@@ -1,0 +1,70 @@
+"""Stored records as plain values. Adapters convert to and from these."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from chalicelib.domain.model import Priority, SessionStatus, Trigger
+from chalicelib.domain.schedule import ScheduleSpec
+
+
+@dataclass(frozen=True)
+class Agent:
+    tenant_id: str
+    agent_id: str
+    name: str
+    kind: str
+    config: dict
+    timeout_seconds: int
+    max_retries: int
+    created_at: float
+    updated_at: float
+    description: str | None = None
+    schedule: ScheduleSpec | None = None
+    next_run_at: float | None = None
+    active_runs: int = 0
+    consecutive_failures: int = 0
+    alerted: bool = False
+
+    def with_(self, **changes) -> "Agent":
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Session:
+    agent_id: str
+    session_id: str
+    tenant_id: str
+    status: SessionStatus
+    trigger: Trigger
+    priority: Priority
+    scheduled_for: float
+    queued_at: float
+    max_attempts: int
+    timeout_seconds: int
+    attempt: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    duration_ms: int | None = None
+    input: Any = None
+    output: Any = None
+    error: dict | None = None
+    skip_reason: str | None = None
+    next_attempt_at: float | None = None
+    stage: str | None = None  # PENDING (waiting for a slot) | ADMITTED (sent) | None
+    admitted_at: float | None = None
+    run_lease_until: float | None = None
+    cancel_requested: bool = False
+    failed_at: float | None = None
+    in_dlq: bool = False
+
+    def with_(self, **changes) -> "Session":
+        return replace(self, **changes)
+
+    @property
+    def eligible_at(self) -> float:
+        return self.next_attempt_at if self.next_attempt_at is not None else self.scheduled_for
+
+
+STAGE_PENDING = "PENDING"
+STAGE_ADMITTED = "ADMITTED"

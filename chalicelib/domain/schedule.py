@@ -1,0 +1,232 @@
+"""The schedule value type and the pure fire decisions of the tick.
+
+``plan_fires`` decides, for one due schedule, which fire times become runs and
+which are recorded as SKIPPED (and why), and where the schedule goes next.
+It takes ``now``; it reads nothing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Iterable, Sequence
+
+from chalicelib.domain.model import CatchupPolicy, OverlapPolicy, Priority, SkipReason
+from chalicelib.domain.ids import jitter_offset
+
+MAX_CATCHUP_RUNS = 100  # CatchupPolicy.ALL runs at most this many missed fires per tick
+MAX_SKIP_RECORDS = 100  # SKIPPED sessions written per schedule per tick (the ledger derives the rest)
+MAX_FIRES_PER_TICK = 10_000  # hard bound on fires examined for one schedule in one tick
+MAX_PERIODS = 20  # pause / disable periods remembered for "why did it not run?"
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    cron_expression: str
+    timezone: str = "UTC"
+    priority: Priority = Priority.NORMAL
+    enabled: bool = True
+    catchup: CatchupPolicy = CatchupPolicy.LATEST
+    catchup_window_seconds: int = 3600
+    overlap_policy: OverlapPolicy = OverlapPolicy.SKIP
+    start_at: float | None = None
+    end_at: float | None = None
+    jitter_seconds: int = 0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    disabled_periods: tuple[tuple[float, float | None], ...] = ()
+
+    def to_item(self) -> dict:
+        return {
+            "cronExpression": self.cron_expression,
+            "timezone": self.timezone,
+            "priority": self.priority.value,
+            "enabled": self.enabled,
+            "catchup": self.catchup.value,
+            "catchupWindowSeconds": self.catchup_window_seconds,
+            "overlapPolicy": self.overlap_policy.value,
+            "startAt": self.start_at,
+            "endAt": self.end_at,
+            "jitterSeconds": self.jitter_seconds,
+            "createdAt": self.created_at,
+            "updatedAt": self.updated_at,
+            "disabledPeriods": [list(p) for p in self.disabled_periods],
+        }
+
+    @classmethod
+    def from_item(cls, item: dict) -> "ScheduleSpec":
+        return cls(
+            cron_expression=item["cronExpression"],
+            timezone=item.get("timezone", "UTC"),
+            priority=Priority(item.get("priority", "NORMAL")),
+            enabled=bool(item.get("enabled", True)),
+            catchup=CatchupPolicy(item.get("catchup", "LATEST")),
+            catchup_window_seconds=int(item.get("catchupWindowSeconds", 3600)),
+            overlap_policy=OverlapPolicy(item.get("overlapPolicy", "SKIP")),
+            start_at=item.get("startAt"),
+            end_at=item.get("endAt"),
+            jitter_seconds=int(item.get("jitterSeconds", 0)),
+            created_at=float(item.get("createdAt", 0)),
+            updated_at=float(item.get("updatedAt", 0)),
+            disabled_periods=tuple(
+                (float(p[0]), None if p[1] is None else float(p[1]))
+                for p in item.get("disabledPeriods", [])
+            ),
+        )
+
+
+def in_periods(t: float, periods: Iterable[Sequence[float | None]]) -> bool:
+    for start, end in periods:
+        if start <= t and (end is None or t < end):
+            return True
+    return False
+
+
+def add_period_start(periods, at: float) -> tuple:
+    periods = tuple(tuple(p) for p in periods)
+    if periods and periods[-1][1] is None:
+        return periods  # already open
+    return (periods + ((at, None),))[-MAX_PERIODS:]
+
+
+def close_period(periods, at: float) -> tuple:
+    periods = [tuple(p) for p in periods]
+    if periods and periods[-1][1] is None:
+        periods[-1] = (periods[-1][0], at)
+    return tuple(periods)
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    fire_at: float  # the cron fire time (epoch s, UTC)
+    scheduled_for: float  # fire time plus deterministic jitter
+
+
+@dataclass(frozen=True)
+class PlannedSkip:
+    fire_at: float
+    reason: SkipReason
+
+
+@dataclass(frozen=True)
+class FirePlan:
+    runs: tuple[PlannedRun, ...]
+    skips: tuple[PlannedSkip, ...]
+    skipped_total: int  # may exceed len(skips): only MAX_SKIP_RECORDS are recorded
+    next_run_at: float | None  # None: the schedule has ended (past endAt)
+    next_due_at: float | None
+
+
+def skip_reason_for(
+    fire: float, spec: ScheduleSpec, paused_periods: Sequence[Sequence[float | None]]
+) -> SkipReason:
+    """Why a missed fire was not run: the most specific cause we know of."""
+    if in_periods(fire, paused_periods):
+        return SkipReason.PAUSED
+    if in_periods(fire, spec.disabled_periods):
+        return SkipReason.DISABLED
+    return SkipReason.CATCHUP_WINDOW
+
+
+def plan_fires(
+    *,
+    agent_id: str,
+    spec: ScheduleSpec,
+    cron,  # chalicelib.domain.cron.CronSchedule
+    next_run_at: float,
+    active_runs: int,
+    now: float,
+    lookahead: float,
+    late_tolerance: float,
+    paused_periods: Sequence[Sequence[float | None]] = (),
+) -> FirePlan:
+    """Decide the fires of one schedule from ``next_run_at`` up to ``now + lookahead``.
+
+    - a fire later than ``now - late_tolerance`` is on time (or slightly late): it runs;
+    - older fires were *missed* (pause, disable, outage): the catch-up policy picks
+      which of them run; the others are SKIPPED with the reason;
+    - fires before ``startAt`` or after ``endAt`` are skipped as OUTSIDE_WINDOW;
+    - the overlap policy then applies against the agent's active runs.
+    """
+    horizon = now + lookahead
+    fires: list[float] = []
+    t = next_run_at
+    ended = False
+    it = None
+    jumped: float | None = None
+    floor = now - max(spec.catchup_window_seconds, late_tolerance) - 1
+    if t < floor:
+        # A long outage: fires older than the catch-up window can never run, so
+        # jump over them instead of enumerating them; the first one is recorded.
+        jumped = t
+        t = cron.next_after(datetime.fromtimestamp(floor, tz=timezone.utc)).timestamp()
+    while True:
+        if spec.end_at is not None and t > spec.end_at:
+            ended = True
+            break
+        sched = t + jitter_offset(agent_id, t, spec.jitter_seconds)
+        if sched > horizon or len(fires) >= MAX_FIRES_PER_TICK:
+            break
+        fires.append(t)
+        if it is None:
+            it = cron.iter_after(datetime.fromtimestamp(t, tz=timezone.utc))
+        t = next(it).timestamp()
+
+    runs: list[PlannedRun] = []
+    skips: list[PlannedSkip] = []
+    skipped_total = 0
+
+    def skip(fire: float, reason: SkipReason) -> None:
+        nonlocal skipped_total
+        skipped_total += 1
+        skips.append(PlannedSkip(fire, reason))
+
+    if jumped is not None and (spec.end_at is None or jumped <= spec.end_at):
+        skip(jumped, skip_reason_for(jumped, spec, paused_periods))
+
+    candidates: list[float] = []
+    missed: list[float] = []
+    for f in fires:
+        if spec.start_at is not None and f < spec.start_at:
+            skip(f, SkipReason.OUTSIDE_WINDOW)
+        elif f < now - late_tolerance:
+            missed.append(f)
+        else:
+            candidates.append(f)
+
+    chosen_missed: list[float] = []
+    if missed:
+        if spec.catchup is CatchupPolicy.LATEST:
+            latest = missed[-1]
+            if now - latest <= spec.catchup_window_seconds:
+                chosen_missed = [latest]
+        elif spec.catchup is CatchupPolicy.ALL:
+            chosen_missed = [f for f in missed if now - f <= spec.catchup_window_seconds][
+                -MAX_CATCHUP_RUNS:
+            ]
+        chosen = set(chosen_missed)
+        for f in missed:
+            if f not in chosen:
+                skip(f, skip_reason_for(f, spec, paused_periods))
+
+    active = active_runs
+    limit = {OverlapPolicy.SKIP: 1, OverlapPolicy.QUEUE_ONE: 2, OverlapPolicy.ALLOW: None}[
+        spec.overlap_policy
+    ]
+    for f in chosen_missed + candidates:
+        if limit is not None and active >= limit:
+            skip(f, SkipReason.OVERLAP)
+            continue
+        active += 1
+        runs.append(PlannedRun(f, f + jitter_offset(agent_id, f, spec.jitter_seconds)))
+
+    skips.sort(key=lambda s: s.fire_at)
+    recorded = tuple(skips[-MAX_SKIP_RECORDS:])
+    if ended:
+        return FirePlan(tuple(runs), recorded, skipped_total, None, None)
+    return FirePlan(
+        tuple(runs),
+        recorded,
+        skipped_total,
+        t,
+        t + jitter_offset(agent_id, t, spec.jitter_seconds),
+    )

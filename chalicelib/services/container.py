@@ -1,0 +1,79 @@
+"""Wiring: builds adapters once per Lambda container (or local process)."""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any
+
+from chalicelib.adapters import aws, tables
+from chalicelib.adapters.connections_api import ConnectionPusher
+from chalicelib.adapters.dynamo import AgentStore, ConnectionStore, ControlStore, SessionStore
+from chalicelib.adapters.queues import AlertTopic, WorkQueue
+from chalicelib.clock import Clock
+from chalicelib.settings import Settings
+
+
+class Container:
+    """Everything a handler needs. Clients are created lazily, on first use."""
+
+    def __init__(self, settings: Settings, clock: Clock | None = None, clients: dict | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or Clock()
+        self._clients = dict(clients or {})
+        tables.bind(settings)
+        self.agents = AgentStore(settings.due_shards)
+        self.sessions = SessionStore(settings.due_shards, settings.session_retention_days)
+        self.control = ControlStore()
+        self.connections = ConnectionStore()
+
+    def client(self, service: str) -> Any:
+        if service not in self._clients:
+            endpoint = self.settings.aws_endpoint_url
+            extra = {}
+            if service == "apigatewaymanagementapi":
+                endpoint = self.settings.ws_endpoint or None
+                extra = {"read_timeout": 3, "connect_timeout": 2, "max_attempts": 1}
+            elif service == "lambda":
+                extra = {"read_timeout": 900}
+            self._clients[service] = aws.client(service, region=self.settings.region, endpoint_url=endpoint, **extra)
+        return self._clients[service]
+
+    @functools.cached_property
+    def work_queue(self) -> WorkQueue:
+        return WorkQueue(self.client("sqs"), self.settings.work_queue_url)
+
+    @functools.cached_property
+    def dlq(self) -> WorkQueue:
+        return WorkQueue(self.client("sqs"), self.settings.dlq_url)
+
+    @functools.cached_property
+    def alerts(self) -> AlertTopic:
+        return AlertTopic(self.client("sns"), self.settings.alert_topic_arn)
+
+    @functools.cached_property
+    def pusher(self) -> ConnectionPusher:
+        return ConnectionPusher(self.client("apigatewaymanagementapi"))
+
+    @functools.cached_property
+    def events(self):
+        from chalicelib.services.events import EventPublisher
+
+        return EventPublisher(self)
+
+    @functools.cached_property
+    def dispatcher(self):
+        from chalicelib.services.dispatch import Dispatcher
+
+        return Dispatcher(self)
+
+    @functools.cached_property
+    def worker(self):
+        from chalicelib.services.worker import Worker
+
+        return Worker(self)
+
+    @functools.cached_property
+    def agent_service(self):
+        from chalicelib.services.agents import AgentService
+
+        return AgentService(self)
