@@ -25,3 +25,14 @@ unit: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+INFRA_STAMP := $(VENV)/.infra-installed
+$(INFRA_STAMP): $(STAMP) requirements-infra.txt
+	$(PY) -m pip install --quiet -r requirements-infra.txt
+	touch $(INFRA_STAMP)
+
+synth: $(INFRA_STAMP)
+	cd infra && ../$(PY) -m infra_app.synth
+
+deploy: $(INFRA_STAMP)
+	cd infra && ../$(PY) -m infra_app.deploy

@@ -247,3 +247,26 @@ def ws_message(event):
     from chalicelib.services.ws import on_message
 
     return on_message(container(), event.to_dict())
+
+
+# --- schedule management (bulk, conflicts, fire ledger) ----------------------------------------------
+@app.route("/api/schedules/bulk", methods=["POST"], content_types=JSON_TYPES)
+@api(body="required")
+def bulk_schedules(principal, body):
+    return container().schedule_service.bulk(principal.tenant_id, body)
+
+
+@app.route("/api/schedules/conflicts", methods=["GET"])
+@api()
+def schedule_conflicts(principal):
+    q = _q()
+    no_unknown_query(q, {"from", "hours"})
+    return container().schedule_service.conflicts(principal.tenant_id, query_str(q, "from", 64), query_str(q, "hours", 16))
+
+
+@app.route("/api/agents/{agent_id}/fires", methods=["GET"])
+@api()
+def agent_fires(principal, agent_id):
+    q = _q()
+    no_unknown_query(q, {"from", "to"})
+    return container().schedule_service.fires(principal.tenant_id, agent_id, query_str(q, "from", 64), query_str(q, "to", 64))

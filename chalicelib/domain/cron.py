@@ -322,6 +322,8 @@ class _Plan:
     def next_after(self, after: datetime) -> datetime | None:
         if after.tzinfo is None or after.utcoffset() is None:
             raise ValueError("next fire times need a timezone-aware datetime")
+        if after.year >= _MAX_YEAR:
+            return None
         if self.is_utc:
             after = after.astimezone(UTC)
             c = self.search(after.replace(second=0, microsecond=0, tzinfo=None) + _MINUTE)

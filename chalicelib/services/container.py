@@ -77,3 +77,9 @@ class Container:
         from chalicelib.services.agents import AgentService
 
         return AgentService(self)
+
+    @functools.cached_property
+    def schedule_service(self):
+        from chalicelib.services.schedules import ScheduleService
+
+        return ScheduleService(self)
