@@ -17,7 +17,7 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(PY) -m local.run
 
-test: $(STAMP)
+test: $(INFRA_STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 unit: $(STAMP)
