@@ -14,3 +14,7 @@ os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 os.environ.pop("AWS_ENDPOINT_URL", None)
 
 T0 = datetime(2026, 3, 2, 11, 59, 30, tzinfo=timezone.utc)
+
+from devtools import moto_fixes  # noqa: E402
+
+moto_fixes.apply()

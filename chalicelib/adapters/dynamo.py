@@ -537,7 +537,7 @@ def commit_groups(groups: list[TxGroup], counter: dict | None = None) -> tuple[l
     while chunks:
         chunk = chunks.pop(0)
         try:
-            with TransactWrite() as tw:
+            with TransactWrite(connection=AgentTenantModel._get_connection().connection) as tw:
                 for g in chunk:
                     for op in g.ops:
                         kind = op[0]

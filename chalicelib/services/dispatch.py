@@ -103,6 +103,9 @@ class Dispatcher:
         to_send = [a for a in admitted if a.candidate.session_id not in lost_ids]
         self._send(to_send)
         report.admitted = len(to_send)
+        if released:
+            # The slots we gave back belong to runs another tick wrote as pending: fill them now.
+            report.admitted += self.admit_pending()
         report.resent = self.sweep(now, cap)
         self.c.control.set_last_tick(now)
         self.c.events.publish_status(lambda tenant: self.status(tenant, admin=False))
