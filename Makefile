@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit functional e2e venv clean synth deploy bench
+.PHONY: run test unit venv clean synth deploy bench test-scale
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,13 +26,29 @@ unit: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache
 
+# --- infra: the CDK app in infra/ (see infra/README.md) ----------------------------------
 INFRA_STAMP := $(VENV)/.infra-installed
+STAGE ?= dev
+CDK_OUT ?= infra/cdk.out
+CDK ?= npx --yes aws-cdk@2
+AGENT_FUNCTION_ARNS ?=
+
+# `test: $(INFRA_STAMP)` above is read before INFRA_STAMP is defined (make expands
+# prerequisites as it reads them), so the dependency is declared again here.
+test: $(INFRA_STAMP)
+
 $(INFRA_STAMP): $(STAMP) requirements-infra.txt
 	$(PY) -m pip install --quiet -r requirements-infra.txt
 	touch $(INFRA_STAMP)
 
+# Offline, no credentials: packages the app and writes the CloudFormation template to $(CDK_OUT).
 synth: $(INFRA_STAMP)
-	cd infra && ../$(PY) -m infra_app.synth
+	$(PY) -m infra.app --stage $(STAGE) --out $(CDK_OUT) $(if $(AGENT_FUNCTION_ARNS),--agent-function-arns "$(AGENT_FUNCTION_ARNS)")
 
-deploy: $(INFRA_STAMP)
-	cd infra && ../$(PY) -m infra_app.deploy
+# Needs AWS credentials and a bootstrapped account/region (`$(CDK) bootstrap`, once).
+deploy: synth
+	$(CDK) deploy --app $(CDK_OUT) --all --require-approval broadening
+
+# The 10,000-schedule admission test on moto (minutes; not part of `make test`).
+test-scale: $(STAMP)
+	SCHEDULER_TEST_BULK_N=10000 $(PY) -m pytest -q tests/functional/test_dispatch.py -k many_due

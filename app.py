@@ -220,7 +220,7 @@ def tick(event):
     return {"due": report.due, "admitted": report.admitted, "skipped": report.skipped, "resent": report.resent}
 
 
-@app.on_sqs_message(queue_arn=os.environ.get("SCHEDULER_WORK_QUEUE_ARN", "arn:aws:sqs:us-east-1:000000000000:agent-scheduler-work"), batch_size=5, name="worker")
+@app.on_sqs_message(queue_arn=os.environ.get("SCHEDULER_WORK_QUEUE_ARN", "arn:aws:sqs:us-east-1:000000000000:agent-scheduler-work"), batch_size=1, name="worker")
 def worker(event):
     from chalicelib.services.batch import process_sqs_event
 

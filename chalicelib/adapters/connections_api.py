@@ -31,10 +31,16 @@ class ConnectionPusher:
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if code == "GoneException" or status == 410:
                 return "gone"
-            log.warning("push failed", extra={"connection_id": connection_id, "code": code})
+            log.warning("push to %s failed: %s", connection_id, code or status,
+                        extra={"connection_id": connection_id, "code": code})
             return "error"
         except BotoCoreError as exc:
-            log.warning("push failed", extra={"connection_id": connection_id, "error": str(exc)})
+            log.warning("push to %s failed: %s", connection_id, exc,
+                        extra={"connection_id": connection_id, "error": str(exc)})
+            return "error"
+        except Exception as exc:  # never let one connection's failure hide the others' results
+            log.warning("push to %s failed: %r", connection_id, exc,
+                        extra={"connection_id": connection_id, "error": repr(exc)})
             return "error"
 
     def push(self, connection_ids: Sequence[str], payload: dict) -> list[str]:

@@ -197,8 +197,13 @@ class AgentStore:
             for m in AgentTenantModel.query(tenant_id):
                 yield agent_from_item(m)
 
-    def save(self, agent: Agent, *, due_shard: str | None, due_at: float | None, must_exist: bool) -> None:
-        """Write the agent's own fields and schedule; run bookkeeping is kept as stored."""
+    def save(self, agent: Agent, *, due_shard: str | None, due_at: float | None, must_exist: bool,
+             expect_next_run_at=None, check_next_run_at: bool = False) -> None:
+        """Write the agent's own fields and schedule; run bookkeeping is kept as stored.
+
+        With ``check_next_run_at`` the write only lands if the tick has not advanced the
+        schedule since it was read (else ConditionFailed: read again and retry).
+        """
         a = AgentTenantModel
         actions = [
             a.name.set(agent.name),
@@ -220,6 +225,9 @@ class AgentStore:
                 actions += [a.due_shard.remove(), a.due_at.remove()]
         item = AgentTenantModel(agent.tenant_id, agent.agent_id)
         cond = a.agent_id.exists() if must_exist else None
+        if check_next_run_at:
+            same = a.next_run_at.does_not_exist() if expect_next_run_at is None else (a.next_run_at == expect_next_run_at)
+            cond = same if cond is None else cond & same
         with aws_call("update agent"):
             item.update(actions=actions, condition=cond)
 
@@ -342,11 +350,10 @@ class SessionStore:
                 if not last:
                     return items, None
 
-    def iter_agent(self, agent_id: str, since: float | None = None, until_id: str | None = None) -> Iterator[Session]:
-        """Newest first."""
+    def recent(self, agent_id: str, n: int) -> list[Session]:
+        """The agent's ``n`` newest sessions."""
         with aws_call("list sessions"):
-            for m in SessionModel.query(agent_id, scan_index_forward=False):
-                yield session_from_item(m)
+            return [session_from_item(m) for m in SessionModel.query(agent_id, scan_index_forward=False, limit=n)]
 
     def save(self, s: Session, *, expect_status: Iterable[SessionStatus] | None = None,
              expect_attempt: int | None = None) -> None:
@@ -510,6 +517,8 @@ class TxGroup:
 
     key: str
     ops: list  # (kind, args...) see commit_groups
+    failed: tuple[int, ...] = ()  # after a lost race: the ops whose condition failed
+    kind: str = ""  # "schedule": ops[0] advances a schedule, the rest create its sessions
 
     def __len__(self) -> int:
         return len(self.ops)
@@ -563,6 +572,7 @@ def commit_groups(groups: list[TxGroup], counter: dict | None = None) -> tuple[l
                 codes = [getattr(r, "code", None) if r is not None else None for r in reasons[idx : idx + len(g)]]
                 idx += len(g)
                 if any(c == "ConditionalCheckFailed" for c in codes):
+                    g.failed = tuple(i for i, c in enumerate(codes) if c == "ConditionalCheckFailed")
                     lost.append(g)
                     failed_any = True
                 else:

@@ -15,6 +15,7 @@ from typing import Iterable, Mapping
 from chalicelib.domain.model import Priority
 
 MAX_SQS_DELAY = 900
+START_SLACK_SECONDS = 1
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,9 @@ def plan_admission(
     waiting: list[Candidate] = []
     for c in ordered:
         if not paused and len(admit) < free and c.eligible_at <= now + lookahead:
-            delay = min(MAX_SQS_DELAY, max(0, math.floor(c.eligible_at - now)))
+            # One second of slack: the message becomes visible 1-2 s before the run's time
+            # and the worker waits out the remainder, so receive and claim never make it late.
+            delay = min(MAX_SQS_DELAY, max(0, math.floor(c.eligible_at - now) - START_SLACK_SECONDS))
             start = max(now, c.eligible_at)
             lease = Lease(
                 c.session_id,

@@ -145,7 +145,8 @@ def plan_fires(
     - older fires were *missed* (pause, disable, outage): the catch-up policy picks
       which of them run; the others are SKIPPED with the reason;
     - fires before ``startAt`` or after ``endAt`` are skipped as OUTSIDE_WINDOW;
-    - the overlap policy then applies against the agent's active runs.
+    - the overlap policy then applies against the agent's active runs for fires already
+      due; for fires ahead of ``now`` the worker applies it when the run starts.
     """
     horizon = now + lookahead
     fires: list[float] = []
@@ -188,8 +189,8 @@ def plan_fires(
     for f in fires:
         if spec.start_at is not None and f < spec.start_at:
             skip(f, SkipReason.OUTSIDE_WINDOW)
-        elif f < now - late_tolerance:
-            missed.append(f)
+        elif f < now - late_tolerance or in_periods(f, paused_periods) or in_periods(f, spec.disabled_periods):
+            missed.append(f)  # a fire inside a pause or a disabled period was missed, however recent
         else:
             candidates.append(f)
 
@@ -213,7 +214,10 @@ def plan_fires(
         spec.overlap_policy
     ]
     for f in chosen_missed + candidates:
-        if limit is not None and active >= limit:
+        # Only a fire that is already due can be judged against the runs active now; a
+        # fire planned ahead (up to the lookahead) is judged by the worker when it starts,
+        # since the run active now may well be over by then.
+        if limit is not None and active >= limit and f <= now:
             skip(f, SkipReason.OVERLAP)
             continue
         active += 1

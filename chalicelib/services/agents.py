@@ -90,37 +90,56 @@ class AgentService:
 
     def patch(self, tenant_id: str, agent_id: str, body: dict) -> dict:
         body = validate(body, schemas.AGENT_PATCH)
-        agent = self.get_agent(tenant_id, agent_id)
-        kind = body.get("kind", agent.kind)
-        config = body.get("config", agent.config if kind == agent.kind else None)
-        if "kind" in body or "config" in body:
-            config = self._check_config(kind, config)
-        updated = agent.with_(
-            name=body.get("name", agent.name),
-            kind=kind,
-            config=config,
-            description=body["description"] if "description" in body else agent.description,
-            timeout_seconds=body.get("timeoutSeconds", agent.timeout_seconds),
-            max_retries=body.get("maxRetries", agent.max_retries),
-            updated_at=self.now(),
-        )
-        self._save(updated, must_exist=True)
-        return self.agent_view(updated)
+
+        def change(agent: Agent) -> Agent:
+            kind = body.get("kind", agent.kind)
+            config = body.get("config", agent.config if kind == agent.kind else None)
+            if "kind" in body or "config" in body:
+                config = self._check_config(kind, config)
+            return agent.with_(
+                name=body.get("name", agent.name),
+                kind=kind,
+                config=config,
+                description=body["description"] if "description" in body else agent.description,
+                timeout_seconds=body.get("timeoutSeconds", agent.timeout_seconds),
+                max_retries=body.get("maxRetries", agent.max_retries),
+                updated_at=self.now(),
+            )
+
+        return self.agent_view(self._mutate(tenant_id, agent_id, change))
 
     def delete(self, tenant_id: str, agent_id: str) -> None:
         self.get_agent(tenant_id, agent_id)
         if not self.c.agents.delete(tenant_id, agent_id):
             raise NotFound(f"agent {agent_id!r} not found")
 
-    def _save(self, agent: Agent, must_exist: bool) -> None:
+    def _mutate(self, tenant_id: str, agent_id: str, change) -> Agent:
+        """Read, change, write under the condition that the tick did not move the schedule
+        meanwhile; on a lost race read again (a normal outcome, not an error)."""
+        for _ in range(5):
+            agent = self.get_agent(tenant_id, agent_id)
+            updated = change(agent)
+            try:
+                self._save(updated, must_exist=True, expected=agent)
+                return updated
+            except ConditionFailed:
+                continue
+        raise Conflict(f"agent {agent_id!r} is changing too fast; try again")
+
+    def _save(self, agent: Agent, must_exist: bool, expected: Agent | None = None) -> None:
         shard = at = None
         spec = agent.schedule
         if spec is not None and spec.enabled and agent.next_run_at is not None:
             shard = due_shard(agent.agent_id, self.s.due_shards)
             at = agent.next_run_at + jitter_offset(agent.agent_id, agent.next_run_at, spec.jitter_seconds)
         try:
-            self.c.agents.save(agent, due_shard=shard, due_at=at, must_exist=must_exist)
+            self.c.agents.save(
+                agent, due_shard=shard, due_at=at, must_exist=must_exist,
+                expect_next_run_at=expected.next_run_at if expected else None, check_next_run_at=expected is not None,
+            )
         except ConditionFailed:
+            if expected is not None and self.c.agents.get(agent.tenant_id, agent.agent_id) is not None:
+                raise  # the schedule moved meanwhile: the caller reads again
             raise NotFound(f"agent {agent.agent_id!r} not found") from None
 
     # --- schedules --------------------------------------------------------------------
@@ -158,10 +177,16 @@ class AgentService:
         return t
 
     def put_schedule(self, tenant_id: str, agent_id: str, body: dict) -> dict:
-        agent = self.get_agent(tenant_id, agent_id)
-        spec, cron = self._spec_from_body(body, agent, agent.schedule)
-        updated = agent.with_(schedule=spec, next_run_at=self.first_fire(spec, cron, self.now()), updated_at=self.now())
-        self._save(updated, must_exist=True)
+        built = {}
+
+        def change(agent: Agent) -> Agent:
+            spec, cron = self._spec_from_body(body, agent, agent.schedule)
+            built["cron"] = cron
+            return agent.with_(schedule=spec, next_run_at=self.first_fire(spec, cron, self.now()), updated_at=self.now())
+
+        updated = self._mutate(tenant_id, agent_id, change)
+        self.c.dispatcher.dispatch_soon(self.c.agents.get(tenant_id, agent_id) or updated)
+        agent, cron = updated, built["cron"]
         view = self._schedule_view(updated, cron)
         view["warnings"] = schedule_warnings(cron, self.c.clock.now(), agent.timeout_seconds)
         view["conflicts"] = self._conflicts_after_save(tenant_id, updated)
@@ -194,27 +219,32 @@ class AgentService:
         return self._schedule_view(agent)
 
     def delete_schedule(self, tenant_id: str, agent_id: str) -> None:
-        agent = self.get_agent(tenant_id, agent_id)
-        if agent.schedule is None:
-            raise NotFound(f"agent {agent_id!r} has no schedule")
-        self._save(agent.with_(schedule=None, next_run_at=None, updated_at=self.now()), must_exist=True)
+        def change(agent: Agent) -> Agent:
+            if agent.schedule is None:
+                raise NotFound(f"agent {agent_id!r} has no schedule")
+            return agent.with_(schedule=None, next_run_at=None, updated_at=self.now())
+
+        self._mutate(tenant_id, agent_id, change)
 
     def set_enabled(self, tenant_id: str, agent_id: str, enabled: bool) -> dict:
-        agent = self.get_agent(tenant_id, agent_id)
-        if agent.schedule is None:
-            raise NotFound(f"agent {agent_id!r} has no schedule")
-        spec = agent.schedule
-        if spec.enabled == enabled:
-            return self._schedule_view(agent)
-        now = self.now()
-        periods = close_period(spec.disabled_periods, now) if enabled else add_period_start(spec.disabled_periods, now)
-        new_spec = ScheduleSpec(**{**spec.__dict__, "enabled": enabled, "updated_at": now, "disabled_periods": periods})
-        next_run_at = agent.next_run_at
-        if enabled and next_run_at is None:
-            cron = CronSchedule.parse(spec.cron_expression, spec.timezone, hash_id=agent_id)
-            next_run_at = self.first_fire(new_spec, cron, now)
-        updated = agent.with_(schedule=new_spec, next_run_at=next_run_at, updated_at=now)
-        self._save(updated, must_exist=True)
+        def change(agent: Agent) -> Agent:
+            if agent.schedule is None:
+                raise NotFound(f"agent {agent_id!r} has no schedule")
+            spec = agent.schedule
+            if spec.enabled == enabled:
+                return agent
+            now = self.now()
+            periods = close_period(spec.disabled_periods, now) if enabled else add_period_start(spec.disabled_periods, now)
+            new_spec = ScheduleSpec(**{**spec.__dict__, "enabled": enabled, "updated_at": now, "disabled_periods": periods})
+            next_run_at = agent.next_run_at
+            if enabled and next_run_at is None:
+                cron = CronSchedule.parse(spec.cron_expression, spec.timezone, hash_id=agent_id)
+                next_run_at = self.first_fire(new_spec, cron, now)
+            return agent.with_(schedule=new_spec, next_run_at=next_run_at, updated_at=now)
+
+        updated = self._mutate(tenant_id, agent_id, change)
+        if enabled:
+            self.c.dispatcher.dispatch_soon(self.c.agents.get(tenant_id, agent_id) or updated)
         return self._schedule_view(updated)
 
     def validate_expression(self, body: dict) -> dict:

@@ -66,18 +66,41 @@ class Dispatcher:
         now = self.c.clock.now().timestamp()
         state = self.c.control.state()
         report = TickReport(now=now, paused=state.paused)
+        due = [] if state.paused else self._read_due(now)
+        report.due = len(due)
+        cap = self._dispatch(due, now, state, report)
+        report.resent = self.sweep(now, cap)
+        self.c.control.set_last_tick(now)
+        self.c.events.publish_status(lambda tenant: self.status(tenant, admin=False))
+        log.info(
+            "tick",
+            extra={k: getattr(report, k) for k in ("due", "created", "skipped", "admitted", "resent", "lost_races")},
+        )
+        return report
+
+    def dispatch_soon(self, agent: Agent) -> None:
+        """A schedule saved with its first fire inside the lookahead is planned at once,
+        not at the next tick (which could be up to a minute after that fire)."""
+        now = self.c.clock.now().timestamp()
+        if agent.schedule is None or not agent.schedule.enabled or agent.next_run_at is None:
+            return
+        if agent.next_run_at > now + self.s.lookahead_seconds:
+            return
+        state = self.c.control.state()
+        if not state.paused:
+            self._dispatch([agent], now, state, TickReport(now=now))
+
+    def _dispatch(self, due: list[Agent], now: float, state, report: TickReport) -> Capacity:
+        """Plan the due schedules and the pending runs, take slots, write, send."""
         groups: list[TxGroup] = []
         new_runs: dict[str, tuple[TxGroup, Session]] = {}
-        if not state.paused:
-            due = self._read_due(now)
-            report.due = len(due)
-            for agent in due:
-                group, runs, skips = self._plan_schedule(agent, now, state.pauses)
-                groups.append(group)
-                for s in runs:
-                    new_runs[s.session_id] = (group, s)
-                report.created += len(runs)
-                report.skipped += skips
+        for agent in due:
+            group, runs, skips = self._plan_schedule(agent, now, state.pauses)
+            groups.append(group)
+            for s in runs:
+                new_runs[s.session_id] = (group, s)
+            report.created += len(runs)
+            report.skipped += skips
         pending = self._read_pending(now)
         candidates = [self._candidate(s) for _, s in new_runs.values()] + [self._candidate(s) for s in pending]
         admitted, cap = self._acquire(candidates, now, state.paused)
@@ -93,7 +116,8 @@ class Dispatcher:
             if s is not None:
                 groups.append(self._admit_existing_group(s, now))
         committed, lost = commit_groups(groups, report.counters)
-        report.lost_races = len(lost)
+        lost = self._salvage(lost, report)
+        report.lost_races += len(lost)
         lost_ids = {op_sid for g in lost for op_sid in _group_session_ids(g)}
         if lost:
             log.info("another tick got there first", extra={"groups": len(lost)})
@@ -102,18 +126,28 @@ class Dispatcher:
             self.c.control.release(released)
         to_send = [a for a in admitted if a.candidate.session_id not in lost_ids]
         self._send(to_send)
-        report.admitted = len(to_send)
+        report.admitted += len(to_send)
         if released:
             # The slots we gave back belong to runs another tick wrote as pending: fill them now.
             report.admitted += self.admit_pending()
-        report.resent = self.sweep(now, cap)
-        self.c.control.set_last_tick(now)
-        self.c.events.publish_status(lambda tenant: self.status(tenant, admin=False))
-        log.info(
-            "tick",
-            extra={k: getattr(report, k) for k in ("due", "created", "skipped", "admitted", "resent", "lost_races")},
-        )
-        return report
+        return cap
+
+    def _salvage(self, lost: list[TxGroup], report: TickReport) -> list[TxGroup]:
+        """A schedule whose own condition held but some of whose sessions already exist
+        (written by an earlier, interrupted tick) still advances, without those sessions."""
+        retry, really_lost = [], []
+        for g in lost:
+            if g.kind == "schedule" and 0 not in g.failed:
+                keep = [op for i, op in enumerate(g.ops) if i not in g.failed]
+                dropped = [g.ops[i] for i in g.failed]
+                retry.append(TxGroup(key=g.key, ops=keep, kind="schedule"))
+                really_lost.append(TxGroup(key=g.key + "#existing", ops=dropped, failed=tuple(range(len(dropped)))))
+            else:
+                really_lost.append(g)
+        if retry:
+            _, lost_again = commit_groups(retry, report.counters)
+            really_lost += lost_again
+        return really_lost
 
     def _read_due(self, now: float) -> list[Agent]:
         until = now + self.s.lookahead_seconds
@@ -154,6 +188,7 @@ class Dispatcher:
             actions.append(a.active_runs.add(len(plan.runs)))
         group = TxGroup(
             key=agent.agent_id,
+            kind="schedule",
             ops=[("update", a(agent.tenant_id, agent.agent_id), actions, a.next_run_at == agent.next_run_at)],
         )
         runs = []

@@ -21,13 +21,15 @@ from chalicelib.agents.executor import Outcome, execute
 from chalicelib.agents.registry import get_kind
 from chalicelib.domain import events as ev
 from chalicelib.domain.backoff import backoff_delay
-from chalicelib.domain.model import ErrorCategory, SessionStatus
+from chalicelib.domain.model import ErrorCategory, OverlapPolicy, SessionStatus, Trigger
 from chalicelib.domain.records import STAGE_PENDING, Session
 from chalicelib.errors import ConditionFailed, SchedulerError, ValidationError
 
 log = logging.getLogger("agent_scheduler.worker")
 
 CANCEL_POLL_SECONDS = 1.0
+EARLY_WAIT_SECONDS = 2.5  # a run delivered this early waits for its second
+OVERLAP_RECHECK_SECONDS = 5.0  # QUEUE_ONE: how often a waiting fire looks again
 SAFETY_MARGIN_SECONDS = 5.0  # left to the worker to record the outcome before Lambda stops it
 
 
@@ -154,9 +156,12 @@ class Worker:
             self._finish_dead(s.with_(attempt=attempt), attempt, ErrorCategory.PERMANENT, "agent was deleted", now)
             return "dead"
 
-        # Start exactly on the run's second: SQS delays are whole seconds.
+        if self._overlaps(agent, s, now):
+            return self._overlap(agent, s, now)
+
+        # Start exactly on the run's second: SQS delays are whole seconds, sent with slack.
         early = s.eligible_at - now
-        if 0 < early <= 1.0:
+        if 0 < early <= EARLY_WAIT_SECONDS:
             self.c.clock.sleep(early)
             now = self.c.clock.now().timestamp()
         budget = float(s.timeout_seconds)
@@ -199,6 +204,44 @@ class Worker:
         end = self.c.clock.now().timestamp()
         self._record(running, outcome, end)
         return "succeeded" if outcome.ok else (outcome.category.value if outcome.category else "failed")
+
+    # --- overlap, judged when a scheduled run starts -------------------------------------
+    def _overlaps(self, agent, s: Session, now: float) -> bool:
+        spec = agent.schedule
+        if s.trigger is not Trigger.SCHEDULE or spec is None or spec.overlap_policy is OverlapPolicy.ALLOW:
+            return False
+        if agent.active_runs <= 1:
+            return False
+        for other in self.c.sessions.recent(s.agent_id, 20):
+            if (
+                other.session_id != s.session_id
+                and other.status is SessionStatus.RUNNING
+                and (other.run_lease_until or 0) > now
+            ):
+                return True
+        return False
+
+    def _overlap(self, agent, s: Session, now: float) -> str:
+        if agent.schedule.overlap_policy is OverlapPolicy.QUEUE_ONE:
+            wait = s.with_(stage=STAGE_PENDING, next_attempt_at=now + OVERLAP_RECHECK_SECONDS)
+            try:
+                self.c.sessions.save(wait, expect_status=[s.status], expect_attempt=s.attempt)
+            except ConditionFailed:
+                return "duplicate"
+            self._count("overlap_wait")
+            self._release_and_admit(s.session_id)
+            return "waiting"
+        skipped = s.with_(
+            status=SessionStatus.SKIPPED, skip_reason="OVERLAP", finished_at=now, stage=None, next_attempt_at=None,
+        )
+        try:
+            self.c.sessions.save(skipped, expect_status=[s.status], expect_attempt=s.attempt)
+        except ConditionFailed:
+            return "duplicate"
+        self._count("overlap_skipped")
+        self.c.agents.add_active_runs(s.tenant_id, s.agent_id, -1)
+        self._release_and_admit(s.session_id)
+        return "skipped"
 
     # --- outcomes --------------------------------------------------------------------
     def _record(self, s: Session, outcome: Outcome, now: float) -> None:

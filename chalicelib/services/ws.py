@@ -13,9 +13,13 @@ MAX_SUBSCRIPTIONS = 200
 
 
 def _reply(container, connection_id: str, payload: dict) -> None:
-    gone = container.pusher.push([connection_id], payload)
-    if gone:
-        container.connections.remove(connection_id)
+    """Answer one connection; a failed answer is logged, never raised (the handler has done its work)."""
+    try:
+        gone = container.pusher.push([connection_id], payload)
+        if gone:
+            container.connections.remove(connection_id)
+    except Exception:
+        log.exception("reply to %s failed", connection_id, extra={"connection_id": connection_id})
 
 
 def on_connect(container, event: dict) -> dict:
@@ -67,6 +71,10 @@ def on_message(container, event: dict) -> dict:
         if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and 0 < len(i) <= 100 for i in ids):
             _reply(container, cid, _error("agentIds must be a non-empty list of agent ids (or [\"*\"])", now))
             return {"statusCode": 200}
+        if len(ids) > MAX_SUBSCRIPTIONS:
+            _reply(container, cid, _error(f"agentIds: at most {MAX_SUBSCRIPTIONS} agent ids per message", now))
+            return {"statusCode": 200}
+        ids = list(dict.fromkeys(ids))
         subs = list(conn.subscriptions or [])
         if action == "subscribe":
             allowed = [i for i in ids if i == "*" or container.agents.get(conn.tenant_id, i) is not None]

@@ -33,12 +33,27 @@ def sessions(api, agent_id, **q):
 
 def test_due_run_is_sent_with_the_delay_to_its_second(api, system, clock):
     aid = make_agent(api)
-    schedule(api, aid)  # clock at 11:59:30; first fire 12:00:00
+    schedule(api, aid, "1 12 * * *")  # clock at 11:59:30; first fire 12:01:00, beyond the lookahead
+    assert take(system) == []
+    clock.advance(60)
     report = system.dispatcher.tick()
     assert (report.due, report.created, report.admitted) == (1, 1, 1)
     sent = take(system)
-    assert len(sent) == 1 and sent[0].delay_seconds == 30 and sent[0].body["a"] == aid
-    clock.advance(30)
+    # whole seconds with one second of slack; the worker waits out the rest
+    assert len(sent) == 1 and sent[0].delay_seconds == 29 and sent[0].body["a"] == aid
+    clock.advance(29.3)
+    assert work(system, sent) == ["succeeded"]
+    assert system.dispatcher.tick().created == 0, "a retried tick creates nothing"
+    [s] = sessions(api, aid)
+    assert s["status"] == "SUCCEEDED" and s["startedAt"] == s["scheduledFor"] == "2026-03-02T12:01:00+00:00"
+
+
+def test_a_schedule_due_within_the_lookahead_is_admitted_when_saved(api, system, clock):
+    aid = make_agent(api)
+    schedule(api, aid)  # 11:59:30: the 12:00:00 fire is planned now, not at the next tick
+    sent = take(system)
+    assert len(sent) == 1 and sent[0].delay_seconds == 29
+    clock.advance(29)
     assert work(system, sent) == ["succeeded"]
     [s] = sessions(api, aid)
     assert s["status"] == "SUCCEEDED" and s["startedAt"] == s["scheduledFor"] == "2026-03-02T12:00:00+00:00"
@@ -47,7 +62,8 @@ def test_due_run_is_sent_with_the_delay_to_its_second(api, system, clock):
 def test_two_concurrent_ticks_admit_each_fire_once(api, system, clock):
     ids = [make_agent(api, f"a{i}") for i in range(12)]
     for aid in ids:
-        schedule(api, aid)
+        schedule(api, aid, "1 12 * * *")
+    clock.advance(60)
     other = Container(system.settings, clock=clock)
     reports = {}
 
@@ -79,7 +95,8 @@ def test_two_concurrent_ticks_admit_each_fire_once(api, system, clock):
 
 def test_a_tick_that_dies_before_its_send_is_recovered_by_the_next(api, system, clock, monkeypatch):
     aid = make_agent(api)
-    schedule(api, aid)
+    schedule(api, aid, "1 12 * * *")
+    clock.advance(60)
 
     def crash(*a, **k):
         raise RuntimeError("the tick died here")
@@ -130,10 +147,10 @@ def test_cap_of_one_starts_three_pending_runs_in_priority_order(api, system, clo
 
 def test_pause_admits_nothing_and_resume_catches_up_the_latest(api, admin_api, system, clock):
     aid = make_agent(api)
-    schedule(api, aid, "*/10 * * * *")
     assert api.post("/api/scheduler/pause").status_code == 403
     r = admin_api.post("/api/scheduler/pause")
     assert r.status_code == 200 and r.json["paused"] is True
+    schedule(api, aid, "*/10 * * * *")
     clock.advance(35 * 60)  # 12:34:30; fires 12:00, 12:10, 12:20, 12:30 missed
     assert system.dispatcher.tick().created == 0
     assert api.post(f"/api/agents/{aid}/run", {}).status_code == 202
@@ -148,20 +165,41 @@ def test_pause_admits_nothing_and_resume_catches_up_the_latest(api, admin_api, s
     assert len(skipped) == 3
 
 
-def test_overlap_skip_records_the_fire(api, system, clock):
+def test_overlap_is_judged_when_the_run_starts(api, system, clock):
+    """A fire planned ahead while a run is active is created; the worker skips it if the
+    earlier run is still running when it starts (SKIP policy), and records why."""
+    from chalicelib.domain.model import SessionStatus
+
     aid = make_agent(api, kind="sleep", config={"seconds": 1})
-    schedule(api, aid)
-    system.dispatcher.tick()
-    take(system)  # 12:00 run queued, not run
-    clock.advance(60)
+    schedule(api, aid)  # the 12:00 run is admitted on save
+    [first] = take(system)
+    clock.advance(30)
+    s = system.sessions.get(aid, first.body["s"])
+    now = clock.now().timestamp()
+    long_run = s.with_(status=SessionStatus.RUNNING, attempt=1, started_at=now, run_lease_until=now + 600, stage=None)
+    system.sessions.save(long_run, expect_status=[SessionStatus.QUEUED], expect_attempt=0)
+    clock.advance(30)  # 12:00:30: the tick plans 12:01 while 12:00 still runs
     report = system.dispatcher.tick()
-    assert report.skipped == 1 and report.created == 0
+    assert report.created == 1 and report.skipped == 0
+    second = take(system)
+    clock.advance(30)
+    assert work(system, second) == ["skipped"]
     skipped = sessions(api, aid, status="SKIPPED")
     assert [s["skipReason"] for s in skipped] == ["OVERLAP"]
+    assert skipped[0]["scheduledFor"] == "2026-03-02T12:01:00+00:00"
 
 
-# 10,000 in `make test-scale`; `make test` uses 2,000 to stay fast (moto copies a whole
-# table per transaction, so the moto run grows quadratically; bench/ covers 10,000 cheaply).
+def test_overlap_of_a_late_fire_is_skipped_by_the_tick(api, system, clock):
+    aid = make_agent(api, kind="sleep", config={"seconds": 1})
+    schedule(api, aid, "30 12 * * *")
+    api.post(f"/api/agents/{aid}/run", {})  # an active run
+    take(system)
+    clock.advance(3600)  # 12:59:30: the 12:30 fire was missed (an outage), the run still active
+    report = system.dispatcher.tick()
+    assert report.skipped == 1 and report.created == 0
+    assert [s["skipReason"] for s in sessions(api, aid, status="SKIPPED")] == ["OVERLAP"]
+
+
 BULK_N = int(os.environ.get("SCHEDULER_TEST_BULK_N", "2000"))
 BULK_CAP = BULK_N // 10
 

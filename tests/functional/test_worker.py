@@ -41,7 +41,7 @@ def alerts_queue(system):
 
 
 def test_fail_twice_then_succeed_on_attempt_three_with_backoff(api, system, clock):
-    system.worker.rand = lambda: 1.0  # the top of the full-jitter range: delays 1 s, 2 s
+    system.worker.rand = lambda: 1.0  # the top of the full-jitter range: delays 1 s, 2 s (sent with 1 s slack)
     aid = make_agent(api, kind="fail", config={"times": 2, "category": "TRANSIENT"})
     sid = run_now(api, aid)
     assert work(system, take(system)) == ["TRANSIENT"]
@@ -49,9 +49,9 @@ def test_fail_twice_then_succeed_on_attempt_three_with_backoff(api, system, cloc
     assert s["status"] == "RETRYING" and s["attempt"] == 1 and s["error"]["category"] == "TRANSIENT"
     assert s["nextAttemptAt"] is not None
     sent, out = retry_round(system, clock)
-    assert sent[0].delay_seconds == 1 and out == ["TRANSIENT"]
+    assert sent[0].delay_seconds == 0 and out == ["TRANSIENT"]
     sent, out = retry_round(system, clock)
-    assert sent[0].delay_seconds == 2 and out == ["succeeded"]
+    assert sent[0].delay_seconds == 1 and out == ["succeeded"]
     s = session(api, aid, sid)
     assert s["status"] == "SUCCEEDED" and s["attempt"] == 3 and s["output"] == {"attempt": 3}
 

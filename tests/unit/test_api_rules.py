@@ -109,7 +109,7 @@ def test_a_good_token_gives_the_tenant_and_scopes():
     jwt.encode({"exp": int(time.time()) + 60}, SECRET, algorithm="HS256"),
     jwt.encode({"sub": "", "exp": int(time.time()) + 60}, SECRET, algorithm="HS256"),
     jwt.encode({"sub": "t", "exp": int(time.time()) + 60}, SECRET, algorithm="HS512"),
-])
+], ids=["none", "empty", "garbage", "wrong-secret", "expired", "no-exp", "no-sub", "empty-sub", "hs512"])
 def test_bad_tokens_are_401(token):
     with pytest.raises(Unauthorized):
         verify(token, SECRET)

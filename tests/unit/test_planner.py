@@ -68,11 +68,18 @@ def test_missed_fires_in_a_pause_are_skipped_as_paused():
 
 def test_long_outage_jumps_instead_of_enumerating():
     p = plan(next_run="2026-01-01T00:00:00+00:00", now="2026-03-02T12:00:00+00:00")
-    assert len(p.runs) == 1 and p.skipped_total < 200
+    # the latest missed fire runs (catch-up), then the next one in the lookahead (judged by the worker)
+    assert [r.fire_at for r in p.runs] == [ts("2026-03-02T11:57:00+00:00"), ts("2026-03-02T12:01:00+00:00")]
+    assert p.skipped_total < 200
+
+
+def test_overlap_of_a_fire_ahead_is_left_to_the_worker():
+    p = plan(next_run="2026-03-02T12:01:00+00:00", now="2026-03-02T12:00:02+00:00", active=1)
+    assert len(p.runs) == 1 and p.skips == ()
 
 
 def test_overlap_skip_queue_one_allow():
-    kw = dict(next_run="2026-03-02T12:00:00+00:00", now="2026-03-02T11:59:30+00:00")
+    kw = dict(expr="0 * * * *", next_run="2026-03-02T12:00:00+00:00", now="2026-03-02T12:00:01+00:00")
     assert [s.reason for s in plan(active=1, **kw).skips] == [SkipReason.OVERLAP]
     assert len(plan(active=1, overlap_policy=OverlapPolicy.QUEUE_ONE, **kw).runs) == 1
     assert plan(active=2, overlap_policy=OverlapPolicy.QUEUE_ONE, **kw).runs == ()
@@ -133,7 +140,7 @@ def test_live_leases_count_against_the_cap_and_expired_ones_do_not():
 def test_delay_is_whole_seconds_until_the_run_and_lease_covers_the_run():
     p = plan_admission([cand("a", "NORMAL", NOW + 42.7, timeout=300)], [], cap=1, now=NOW, lookahead=60, lease_margin=60)
     a = p.admit[0]
-    assert a.delay_seconds == 42
+    assert a.delay_seconds == 41  # whole seconds, one second of slack: the worker waits out the rest
     assert a.lease.expires_at == NOW + 42.7 + 300 + 60
 
 
