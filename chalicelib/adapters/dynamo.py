@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from pynamodb.exceptions import TransactWriteError
 from pynamodb.transactions import TransactWrite
@@ -24,6 +24,7 @@ from chalicelib.domain.schedule import ScheduleSpec
 from chalicelib.errors import ConditionFailed, StorageError, ValidationError
 
 TRANSACTION_LIMIT = 100
+_SENT_ORDER = ("delete", "save", "update")  # pynamodb's TransactWrite order (after condition checks)
 
 
 # --- pagination tokens ---------------------------------------------------------
@@ -519,6 +520,7 @@ class TxGroup:
     ops: list  # (kind, args...) see commit_groups
     failed: tuple[int, ...] = ()  # after a lost race: the ops whose condition failed
     kind: str = ""  # "schedule": ops[0] advances a schedule, the rest create its sessions
+    meta: Any = None  # what the planner needs to rebuild the group
 
     def __len__(self) -> int:
         return len(self.ops)
@@ -565,16 +567,20 @@ def commit_groups(groups: list[TxGroup], counter: dict | None = None) -> tuple[l
             reasons = exc.cancellation_reasons or []
             if exc.cause_response_code != "TransactionCanceledException" or not reasons:
                 raise translate(exc, "commit tick") from exc
-            idx = 0
-            failed_any = False
+            # pynamodb sends the items grouped by kind (deletes, puts, then updates), not in
+            # the order they were added: map each cancellation reason back to its op.
+            sent_order = [(gi, oi) for kind in _SENT_ORDER for gi, g in enumerate(chunk)
+                          for oi, op in enumerate(g.ops) if op[0] == kind]
+            failed_ops: dict[int, list[int]] = {}
+            for (gi, oi), r in zip(sent_order, reasons):
+                if r is not None and getattr(r, "code", None) == "ConditionalCheckFailed":
+                    failed_ops.setdefault(gi, []).append(oi)
+            failed_any = bool(failed_ops)
             retry: list[TxGroup] = []
-            for g in chunk:
-                codes = [getattr(r, "code", None) if r is not None else None for r in reasons[idx : idx + len(g)]]
-                idx += len(g)
-                if any(c == "ConditionalCheckFailed" for c in codes):
-                    g.failed = tuple(i for i, c in enumerate(codes) if c == "ConditionalCheckFailed")
+            for gi, g in enumerate(chunk):
+                if gi in failed_ops:
+                    g.failed = tuple(sorted(failed_ops[gi]))
                     lost.append(g)
-                    failed_any = True
                 else:
                     retry.append(g)
             if not failed_any:

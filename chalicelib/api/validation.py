@@ -38,8 +38,11 @@ def parse_json_body(raw: bytes | str | None, *, required: bool = True) -> Any:
     if len(raw) > MAX_BODY_BYTES:
         raise ValidationError("body", f"body is larger than {MAX_BODY_BYTES} bytes")
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
+        value = json.loads(raw, parse_constant=_reject_constant)
+        # Lone surrogates ("\ud800") parse, but cannot be stored as UTF-8.
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        return value
+    except (ValueError, RecursionError, UnicodeEncodeError) as exc:
         raise MalformedRequest(f"body is not valid JSON: {exc}") from None
 
 

@@ -198,7 +198,9 @@ def plan_fires(
     if missed:
         if spec.catchup is CatchupPolicy.LATEST:
             latest = missed[-1]
-            if now - latest <= spec.catchup_window_seconds:
+            # A fire already due on time in this same plan supersedes the catch-up run:
+            # run once, not twice (and not the older one in place of the on-time one).
+            if now - latest <= spec.catchup_window_seconds and not any(c <= now for c in candidates):
                 chosen_missed = [latest]
         elif spec.catchup is CatchupPolicy.ALL:
             chosen_missed = [f for f in missed if now - f <= spec.catchup_window_seconds][

@@ -74,7 +74,7 @@ class Dispatcher:
         self.c.events.publish_status(lambda tenant: self.status(tenant, admin=False))
         log.info(
             "tick",
-            extra={k: getattr(report, k) for k in ("due", "created", "skipped", "admitted", "resent", "lost_races")},
+            extra={f"tick_{k}": getattr(report, k) for k in ("due", "created", "skipped", "admitted", "resent", "lost_races")},
         )
         return report
 
@@ -138,9 +138,12 @@ class Dispatcher:
         retry, really_lost = [], []
         for g in lost:
             if g.kind == "schedule" and 0 not in g.failed:
-                keep = [op for i, op in enumerate(g.ops) if i not in g.failed]
                 dropped = [g.ops[i] for i in g.failed]
-                retry.append(TxGroup(key=g.key, ops=keep, kind="schedule"))
+                sessions = [op for i, op in enumerate(g.ops) if i and i not in g.failed]
+                runs = sum(1 for op in sessions if op[3].status is SessionStatus.QUEUED)
+                agent, next_run_at, next_due_at = g.meta
+                keep = [_advance_op(agent, next_run_at, next_due_at, runs)] + sessions
+                retry.append(TxGroup(key=g.key, ops=keep, kind="schedule", meta=g.meta))
                 really_lost.append(TxGroup(key=g.key + "#existing", ops=dropped, failed=tuple(range(len(dropped)))))
             else:
                 really_lost.append(g)
@@ -178,18 +181,11 @@ class Dispatcher:
             late_tolerance=2 * self.s.lookahead_seconds,
             paused_periods=pauses,
         )
-        a = AgentTenantModel
-        actions = []
-        if plan.next_run_at is None:
-            actions += [a.next_run_at.remove(), a.due_shard.remove(), a.due_at.remove()]
-        else:
-            actions += [a.next_run_at.set(plan.next_run_at), a.due_at.set(plan.next_due_at)]
-        if plan.runs:
-            actions.append(a.active_runs.add(len(plan.runs)))
         group = TxGroup(
             key=agent.agent_id,
             kind="schedule",
-            ops=[("update", a(agent.tenant_id, agent.agent_id), actions, a.next_run_at == agent.next_run_at)],
+            ops=[_advance_op(agent, plan.next_run_at, plan.next_due_at, len(plan.runs))],
+            meta=(agent, plan.next_run_at, plan.next_due_at),
         )
         runs = []
         for r in plan.runs:
@@ -399,6 +395,18 @@ class Dispatcher:
         self.c.control.set_paused(paused, pauses)
         if not paused:
             self.admit_pending()
+
+
+def _advance_op(agent: Agent, next_run_at: float | None, next_due_at: float | None, runs: int) -> tuple:
+    """Advance the schedule past what this tick planned, if nobody else did first."""
+    a = AgentTenantModel
+    if next_run_at is None:  # past endAt: the schedule leaves the due index
+        actions = [a.next_run_at.remove(), a.due_shard.remove(), a.due_at.remove()]
+    else:
+        actions = [a.next_run_at.set(next_run_at), a.due_at.set(next_due_at)]
+    if runs:
+        actions.append(a.active_runs.add(runs))
+    return ("update", a(agent.tenant_id, agent.agent_id), actions, a.next_run_at == agent.next_run_at)
 
 
 def _group_session_ids(group: TxGroup) -> list[str]:

@@ -238,3 +238,17 @@ def test_partial_batch_failure_reports_exactly_the_failed_ids(api, system, clock
     assert resp == {"batchItemFailures": [{"itemIdentifier": "m1"}]}
     assert session(api, ok, s1)["status"] == "SUCCEEDED"
     assert session(api, boom, s2)["status"] == "QUEUED"
+
+
+def test_the_queues_redrive_policy_moves_a_poison_message_to_the_dlq(system):
+    from chalicelib.adapters.provision import MAX_RECEIVE_COUNT
+
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    url = system.settings.work_queue_url
+    sqs.send_message(QueueUrl=url, MessageBody='{"t": "x", "a": "y", "s": "z", "n": 1}')
+    for _ in range(MAX_RECEIVE_COUNT):  # the handler crashes every time: never deleted
+        got = sqs.receive_message(QueueUrl=url, VisibilityTimeout=0).get("Messages", [])
+        assert len(got) == 1
+    assert sqs.receive_message(QueueUrl=url, VisibilityTimeout=0).get("Messages", []) == []
+    dead = sqs.receive_message(QueueUrl=system.settings.dlq_url).get("Messages", [])
+    assert [json.loads(m["Body"])["s"] for m in dead] == ["z"]

@@ -63,7 +63,8 @@ def test_nested_fields_are_named_with_their_path():
     assert e.value.field == "operations[1].action"
 
 
-@pytest.mark.parametrize("raw", [b"{", b"nan", b"NaN", b"[1,", b"\xff\xfe", b'{"a": Infinity}'])
+@pytest.mark.parametrize("raw", [b"{", b"nan", b"NaN", b"[1,", b"\xff\xfe", b'{"a": Infinity}', b'{"a": "\\ud800"}',
+                                 b'{"a": 1e400}', b"[" * 100000])
 def test_malformed_json_is_a_400(raw):
     with pytest.raises((MalformedRequest, ValidationError)) as e:
         parse_json_body(raw)

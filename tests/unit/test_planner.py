@@ -68,8 +68,8 @@ def test_missed_fires_in_a_pause_are_skipped_as_paused():
 
 def test_long_outage_jumps_instead_of_enumerating():
     p = plan(next_run="2026-01-01T00:00:00+00:00", now="2026-03-02T12:00:00+00:00")
-    # the latest missed fire runs (catch-up), then the next one in the lookahead (judged by the worker)
-    assert [r.fire_at for r in p.runs] == [ts("2026-03-02T11:57:00+00:00"), ts("2026-03-02T12:01:00+00:00")]
+    # the recent fires are on time (the first runs, the others overlap it); the one ahead is judged by the worker
+    assert [r.fire_at for r in p.runs] == [ts("2026-03-02T11:58:00+00:00"), ts("2026-03-02T12:01:00+00:00")]
     assert p.skipped_total < 200
 
 
@@ -167,3 +167,10 @@ def test_backoff_grows_exponentially_with_a_cap_and_full_jitter():
     assert backoff_delay(3, 1, 300, rand=lambda: 0.0) == 0
     assert backoff_delay(1, 1, 300, retry_after=7, rand=lambda: 0.1) == 7
     assert backoff_delay(1, 1, 300, retry_after=7000, rand=lambda: 0.1) == 300
+
+
+def test_an_on_time_fire_supersedes_the_catch_up_run():
+    p = plan("*/5 * * * *", next_run="2026-03-02T12:35:00+00:00", now="2026-03-02T12:40:00+00:00",
+             pauses=[(ts("2026-03-02T12:30:00+00:00"), ts("2026-03-02T12:39:59+00:00"))])
+    assert [r.fire_at for r in p.runs] == [ts("2026-03-02T12:40:00+00:00")]
+    assert [(s.fire_at, s.reason) for s in p.skips] == [(ts("2026-03-02T12:35:00+00:00"), SkipReason.PAUSED)]
