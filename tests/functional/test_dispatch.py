@@ -237,3 +237,21 @@ def test_many_due_schedules_over_shards_are_admitted_in_order_under_the_cap(syst
         small.control.release(ids)  # these runs finished
         small.dispatcher.tick()
     assert len(seen) == n == len(set(seen))
+
+
+def test_a_resaved_schedule_whose_next_fire_already_exists_keeps_advancing(api, system, clock):
+    """Re-saving lands next_run_at on a fire the tick already created: the tick must still
+    advance it (its session put fails, its schedule update holds), never get stuck."""
+    aid = make_agent(api)
+    schedule(api, aid, "1 12 * * *")
+    clock.advance(60)  # 12:00:30: the tick plans 12:01
+    assert system.dispatcher.tick().created == 1
+    schedule(api, aid, "* * * * *")  # first fire 12:01 again: that session exists already
+    assert system.dispatcher.tick().lost_races == 0
+    before = system.agents.get("tenant-a", aid).next_run_at
+    clock.advance(60)
+    report = system.dispatcher.tick()
+    assert report.created == 1 and report.lost_races == 0
+    agent = system.agents.get("tenant-a", aid)
+    assert agent.next_run_at > before
+    assert agent.active_runs == 2, "only the runs really created are counted"
