@@ -14,6 +14,7 @@ from chalicelib.errors import SchedulerError
 from chalicelib.services import wiring
 
 app = Chalice(app_name="agent-scheduler")
+app.experimental_feature_flags.update(["WEBSOCKETS"])  # `chalice package` requires the opt-in
 app.log.setLevel(logging.INFO)
 log = logging.getLogger("agent_scheduler.app")
 
@@ -39,7 +40,7 @@ def api(*, auth_required: bool = True, admin: bool = False, body: bool = False, 
                 kwargs = dict(params)
                 if auth_required:
                     c = container()
-                    principal = auth.verify(auth.bearer(req.headers), c.settings.jwt_secret)
+                    principal = auth.verify(auth.bearer(req.headers), c.jwt_secret)
                     if admin:
                         principal.require_admin()
                     kwargs["principal"] = principal

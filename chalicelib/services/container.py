@@ -26,6 +26,20 @@ class Container:
         self.control = ControlStore()
         self.connections = ConnectionStore()
 
+    @functools.cached_property
+    def jwt_secret(self) -> str:
+        """The HS256 secret: from settings, or (in AWS) read once from Secrets Manager, on
+        first use, so the tick and the worker never need it."""
+        if self.settings.jwt_secret:
+            return self.settings.jwt_secret
+        from chalicelib.adapters.errors import aws_call
+        from chalicelib.errors import ConfigError
+
+        if not self.settings.jwt_secret_arn:
+            raise ConfigError("SCHEDULER_JWT_SECRET (or SCHEDULER_JWT_SECRET_ARN) is required")
+        with aws_call("read JWT secret"):
+            return self.client("secretsmanager").get_secret_value(SecretId=self.settings.jwt_secret_arn)["SecretString"]
+
     def client(self, service: str) -> Any:
         if service not in self._clients:
             endpoint = self.settings.aws_endpoint_url

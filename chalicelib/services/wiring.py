@@ -15,10 +15,7 @@ def container():
         if _container is None:
             from chalicelib.services.container import Container
 
-            settings = Settings.from_env()
-            if settings.environment == "aws" and settings.jwt_secret_arn and not settings.jwt_secret:
-                settings = settings.with_(jwt_secret=_read_secret(settings))
-            _container = Container(settings)
+            _container = Container(Settings.from_env())
         return _container
 
 
@@ -27,12 +24,3 @@ def set_container(c) -> None:
     global _container
     with _lock:
         _container = c
-
-
-def _read_secret(settings: Settings) -> str:
-    from chalicelib.adapters import aws
-    from chalicelib.adapters.errors import aws_call
-
-    sm = aws.client("secretsmanager", region=settings.region)
-    with aws_call("read JWT secret"):
-        return sm.get_secret_value(SecretId=settings.jwt_secret_arn)["SecretString"]

@@ -26,7 +26,7 @@ def on_connect(container, event: dict) -> dict:
     params = event.get("queryStringParameters") or {}
     token = params.get("token")
     try:
-        principal = auth.verify(token, container.settings.jwt_secret)
+        principal = auth.verify(token, container.jwt_secret)
     except SchedulerError as exc:
         return {"statusCode": exc.status_code, "body": json.dumps(exc.to_body())}
     cid = event["requestContext"]["connectionId"]

@@ -1,0 +1,99 @@
+"""Least privilege: what each Lambda function may do, and on exactly which resource.
+
+One table, reviewed against the code paths (chalicelib/services/*):
+- every function builds the container, which reads the JWT secret in AWS;
+- every function writes its own log group (created by the stack, so no
+  CreateLogGroup) and its EMF metrics go through those logs (no PutMetricData);
+- DynamoDB transactions (TransactWriteItems) are authorised per item as
+  PutItem/UpdateItem/DeleteItem, batches as BatchGetItem; SendMessageBatch as
+  SendMessage, DeleteMessageBatch as DeleteMessage.
+
+Resources are symbolic here and resolved to ARNs by the stack:
+``table:<key>``, ``index:<key>:<index name>``, ``queue:work``, ``queue:dlq``,
+``topic:alerts``, ``secret:jwt``, ``ws:connections`` (the WebSocket API's
+@connections), ``lambda:agents`` (functions ``lambda`` agents may invoke),
+``logs:self`` (the function's own log group).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chalicelib.adapters.tables import AgentTenantModel, ConnectionModel, SessionModel
+from infra.config import index_name
+
+DUE_INDEX = index_name(AgentTenantModel, "due_index")
+PENDING_INDEX = index_name(SessionModel, "pending_index")
+DLQ_INDEX = index_name(SessionModel, "dlq_index")
+TENANT_INDEX = index_name(ConnectionModel, "tenant_index")
+
+GET, PUT, UPDATE, DELETE = "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"
+QUERY, SCAN, BATCH_GET = "dynamodb:Query", "dynamodb:Scan", "dynamodb:BatchGetItem"
+SQS_SEND, SQS_RECEIVE, SQS_DELETE = "sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage"
+SQS_VISIBILITY, SQS_ATTRIBUTES = "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"
+MANAGE_CONNECTIONS = "execute-api:ManageConnections"
+
+
+@dataclass(frozen=True)
+class Access:
+    resource: str
+    actions: tuple[str, ...]
+
+
+COMMON = (
+    Access("secret:jwt", ("secretsmanager:GetSecretValue",)),
+    Access("logs:self", ("logs:CreateLogStream", "logs:PutLogEvents")),
+)
+
+ACCESS: dict[str, tuple[Access, ...]] = {
+    # REST API: agents, schedules (bulk: BatchGet), run now, sessions, cancel, status, pause, DLQ.
+    "api_handler": (
+        Access("table:agents", (GET, PUT, UPDATE, DELETE, QUERY, BATCH_GET)),
+        Access("table:sessions", (GET, PUT, UPDATE, QUERY, BATCH_GET)),
+        Access(f"index:sessions:{PENDING_INDEX}", (QUERY,)),
+        Access(f"index:sessions:{DLQ_INDEX}", (QUERY, SCAN)),  # Scan: an admin lists every tenant's
+        Access("table:control", (GET, UPDATE)),
+        Access("queue:work", (SQS_SEND,)),  # run now, cancel and redrive admit at once
+        Access("queue:dlq", (SQS_RECEIVE, SQS_DELETE, SQS_VISIBILITY)),  # redrive drains the DLQ
+    ),
+    # The minute tick: due schedules, admission, the sweep, scheduler:status to every connection.
+    "tick": (
+        Access("table:agents", (UPDATE,)),
+        Access(f"index:agents:{DUE_INDEX}", (QUERY,)),
+        Access("table:sessions", (PUT, UPDATE, BATCH_GET)),
+        Access(f"index:sessions:{PENDING_INDEX}", (QUERY,)),
+        Access(f"index:sessions:{DLQ_INDEX}", (QUERY,)),  # dlqDepth in the status pushed to each tenant
+        Access("table:control", (GET, UPDATE)),
+        Access("table:connections", (SCAN, DELETE)),
+        Access("queue:work", (SQS_SEND,)),
+        Access("ws:connections", (MANAGE_CONNECTIONS,)),
+    ),
+    # The worker: claims, runs, records, retries, dead-letters, alerts, admits the next run.
+    "worker": (
+        Access("table:agents", (GET, UPDATE)),
+        Access("table:sessions", (GET, PUT, UPDATE, QUERY)),  # Query: the overlap check (recent runs)
+        Access(f"index:sessions:{PENDING_INDEX}", (QUERY,)),
+        Access("table:control", (GET, UPDATE)),
+        Access("table:connections", (DELETE,)),
+        Access(f"index:connections:{TENANT_INDEX}", (QUERY,)),
+        Access("queue:work", (SQS_RECEIVE, SQS_DELETE, SQS_ATTRIBUTES, SQS_SEND)),  # event source + admission
+        Access("queue:dlq", (SQS_SEND,)),
+        Access("topic:alerts", ("sns:Publish",)),
+        Access("lambda:agents", ("lambda:InvokeFunction",)),  # the `lambda` agent kind
+        Access("ws:connections", (MANAGE_CONNECTIONS,)),
+    ),
+    "websocket_connect": (
+        Access("table:connections", (PUT,)),
+    ),
+    "websocket_message": (
+        Access("table:connections", (GET, UPDATE, DELETE)),
+        Access("table:agents", (GET,)),  # subscribe checks the agent is the tenant's
+        Access("ws:connections", (MANAGE_CONNECTIONS,)),
+    ),
+    "websocket_disconnect": (
+        Access("table:connections", (GET, DELETE)),
+    ),
+}
+
+
+def grants(function: str) -> tuple[Access, ...]:
+    return ACCESS[function] + COMMON
