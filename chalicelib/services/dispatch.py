@@ -187,39 +187,28 @@ class Dispatcher:
             ops=[_advance_op(agent, plan.next_run_at, plan.next_due_at, len(plan.runs))],
             meta=(agent, plan.next_run_at, plan.next_due_at),
         )
-        runs = []
-        for r in plan.runs:
+        def fire_session(fire_at: float, **fields) -> Session:
             s = Session(
                 agent_id=agent.agent_id,
-                session_id=scheduled_session_id(agent.agent_id, r.fire_at),
+                session_id=scheduled_session_id(agent.agent_id, fire_at),
                 tenant_id=agent.tenant_id,
-                status=SessionStatus.QUEUED,
                 trigger=Trigger.SCHEDULE,
                 priority=spec.priority,
-                scheduled_for=r.scheduled_for,
                 queued_at=now,
                 max_attempts=agent.max_retries + 1,
                 timeout_seconds=agent.timeout_seconds,
-                stage=STAGE_PENDING,
+                **fields,
             )
-            runs.append(s)
             group.ops.append(("save", self.c.sessions.item(s), SessionModel.session_id.does_not_exist(), s))
+            return s
+
+        runs = [
+            fire_session(r.fire_at, status=SessionStatus.QUEUED, scheduled_for=r.scheduled_for, stage=STAGE_PENDING)
+            for r in plan.runs
+        ]
         for k in plan.skips:
-            s = Session(
-                agent_id=agent.agent_id,
-                session_id=scheduled_session_id(agent.agent_id, k.fire_at),
-                tenant_id=agent.tenant_id,
-                status=SessionStatus.SKIPPED,
-                trigger=Trigger.SCHEDULE,
-                priority=spec.priority,
-                scheduled_for=k.fire_at,
-                queued_at=now,
-                finished_at=now,
-                max_attempts=agent.max_retries + 1,
-                timeout_seconds=agent.timeout_seconds,
-                skip_reason=k.reason.value,
-            )
-            group.ops.append(("save", self.c.sessions.item(s), SessionModel.session_id.does_not_exist(), s))
+            fire_session(k.fire_at, status=SessionStatus.SKIPPED, scheduled_for=k.fire_at, finished_at=now,
+                         skip_reason=k.reason.value)
         return group, runs, plan.skipped_total
 
     def _admit_existing_group(self, s: Session, now: float) -> TxGroup:
