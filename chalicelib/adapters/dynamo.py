@@ -497,18 +497,21 @@ class ControlStore:
             c(CAPACITY).update(actions=[c.leases.set(leases), c.version.set(cap.version + 1)], condition=cond)
 
     def release(self, session_ids: Iterable[str]) -> None:
-        """Drop leases (idempotent), retrying the optimistic write."""
-        ids = set(session_ids)
-        for _ in range(20):
-            cap = self.capacity()
-            if not ids & cap.leases.keys():
-                return
-            try:
-                self.change_leases(cap, (), ids)
-                return
-            except ConditionFailed:
-                continue
-        raise StorageError("release lease: too much contention", retryable=True)
+        """Drop leases: one UpdateItem removing the keys (idempotent) and bumping the
+        version, so a concurrent optimistic writer re-reads. No read, no rewrite of the map."""
+        ids = sorted(set(session_ids))
+        if not ids:
+            return
+        c = ControlModel
+        for i in range(0, len(ids), 50):
+            actions = [c.leases[sid].remove() for sid in ids[i : i + 50]] + [c.version.add(1)]
+            with aws_call("release lease"):
+                try:
+                    c(CAPACITY).update(actions=actions, condition=c.leases.exists())
+                except Exception as exc:
+                    if isinstance(translate(exc, "release lease"), ConditionFailed):
+                        return  # no lease map yet: nothing to release
+                    raise
 
 
 # --- transactions ---------------------------------------------------------------

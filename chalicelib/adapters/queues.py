@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -18,6 +19,12 @@ class OutMessage:
     id: str  # unique within the batch (the session id)
     body: dict
     delay_seconds: int = 0
+    deliver_at: float | None = None  # epoch seconds: DelaySeconds is computed when each batch goes
+
+    def delay(self, now: float | None) -> int:
+        if self.deliver_at is None or now is None:
+            return max(0, min(900, int(self.delay_seconds)))
+        return max(0, min(900, math.floor(self.deliver_at - now)))
 
 
 class WorkQueue:
@@ -27,17 +34,22 @@ class WorkQueue:
         self.client = client
         self.url = url
 
-    def send_batch(self, messages: Sequence[OutMessage], attempts: int = 3) -> list[str]:
-        """SendMessageBatch, 10 a call; failed entries are retried. Returns ids never sent."""
+    def send_batch(self, messages: Sequence[OutMessage], attempts: int = 3, now=None) -> list[str]:
+        """SendMessageBatch, 10 a call; failed entries are retried. Returns ids never sent.
+
+        ``now`` (a callable) makes each batch's DelaySeconds count from when it is sent, so
+        the last batches of a long tick are not late by the time the tick took.
+        """
         failed: list[str] = []
         for i in range(0, len(messages), BATCH):
             todo = list(messages[i : i + BATCH])
             for _ in range(attempts):
+                t = now() if now is not None else None
                 entries = [
                     {
                         "Id": _entry_id(n),
                         "MessageBody": json.dumps(m.body, separators=(",", ":")),
-                        "DelaySeconds": max(0, min(900, int(m.delay_seconds))),
+                        "DelaySeconds": m.delay(t),
                     }
                     for n, m in enumerate(todo)
                 ]

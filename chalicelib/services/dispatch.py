@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from chalicelib.adapters.dynamo import Capacity, TxGroup, commit_groups
 from chalicelib.adapters.queues import OutMessage
 from chalicelib.adapters.tables import AgentTenantModel, SessionModel
-from chalicelib.domain.admission import Admit, Candidate, live_leases, plan_admission
+from chalicelib.domain.admission import START_SLACK_SECONDS, Admit, Candidate, live_leases, plan_admission
 from chalicelib.domain.cron import CronSchedule
 from chalicelib.domain.ids import due_shard, manual_session_id, scheduled_session_id
 from chalicelib.domain.model import Priority, SessionStatus, Trigger
@@ -159,8 +159,10 @@ class Dispatcher:
             out.extend(self.c.agents.query_due(f"d{n:03d}", until))
         return out
 
-    def _read_pending(self, now: float) -> list[Session]:
-        want = self.s.max_concurrent_agents
+    def _read_pending(self, now: float, want: int | None = None) -> list[Session]:
+        """The first ``want`` eligible waiting runs of each shard: their union holds the
+        global first ``want`` in admission order."""
+        want = want or self.s.max_concurrent_agents
         until = now + self.s.lookahead_seconds
         out: list[Session] = []
         for n in range(self.s.due_shards):
@@ -264,7 +266,11 @@ class Dispatcher:
         state = self.c.control.state()
         if state.paused:
             return 0
-        pending = self._read_pending(now)
+        cap = self.c.control.capacity()
+        free = self.s.max_concurrent_agents - len(live_leases(cap.leases.values(), now))
+        if free <= 0:
+            return 0  # nothing can be admitted: skip reading the pending set
+        pending = self._read_pending(now, want=free)
         if not pending:
             return 0
         admitted, _ = self._acquire([self._candidate(s) for s in pending], now, False)
@@ -288,10 +294,11 @@ class Dispatcher:
                 a.candidate.session_id,
                 {"t": a.candidate.tenant_id, "a": a.candidate.agent_id, "s": a.candidate.session_id, "n": a.candidate.attempt},
                 a.delay_seconds,
+                deliver_at=a.candidate.eligible_at - START_SLACK_SECONDS,
             )
             for a in admitted
         ]
-        failed = self.c.work_queue.send_batch(msgs)
+        failed = self.c.work_queue.send_batch(msgs, now=lambda: self.c.clock.now().timestamp())
         if failed:
             # Left ADMITTED with a lease: the sweep re-sends them after the grace period.
             log.warning("runs not sent; the sweep will re-send", extra={"count": len(failed)})
