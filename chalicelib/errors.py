@@ -79,6 +79,10 @@ class StorageError(SchedulerError):
         super().__init__(message)
         self.retryable = retryable
 
+    def to_body(self) -> dict:
+        # The detail (the backend's own error) goes to the log, not to the client.
+        return {"code": self.code, "message": "storage is unavailable; try again" if self.retryable else "storage error"}
+
 
 class ConditionFailed(SchedulerError):
     """A conditional write lost its race: another tick or worker got there first.

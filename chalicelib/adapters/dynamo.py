@@ -34,21 +34,35 @@ def encode_token(key: dict | None) -> str | None:
     return base64.urlsafe_b64encode(json.dumps(key, separators=(",", ":")).encode()).decode()
 
 
-def decode_token(token: str | None, hash_name: str, hash_value: str) -> dict | None:
+AGENT_KEY = {"tenant_id": "S", "agent_id": "S"}
+SESSION_KEY = {"agent_id": "S", "session_id": "S"}
+DLQ_KEY = {"agent_id": "S", "session_id": "S", "dlq_tenant": "S", "failed_at": "N"}
+
+
+def decode_token(token: str | None, hash_name: str, hash_value: str | None, shape: dict[str, str] | None = None) -> dict | None:
+    """A page token back into a DynamoDB key, refused (400 naming ``nextToken``) unless it
+    has exactly the key's attributes and types and belongs to the caller."""
     if token is None or token == "":
         return None
+    bad = ValidationError("nextToken", "nextToken is not a token this API returned")
     try:
         key = json.loads(base64.urlsafe_b64decode(token.encode() + b"=" * (-len(token) % 4)))
     except (ValueError, TypeError):
-        raise ValidationError("nextToken", "nextToken is not a token this API returned") from None
-    if (
-        not isinstance(key, dict)
-        or not isinstance(key.get(hash_name), dict)
-        or key[hash_name].get("S") != hash_value
-        or not all(isinstance(v, dict) and len(v) == 1 for v in key.values())
-        or len(key) > 4
-    ):
-        raise ValidationError("nextToken", "nextToken is not a token this API returned")
+        raise bad from None
+    shape = shape or {}
+    if not isinstance(key, dict) or set(key) != set(shape):
+        raise bad
+    for name, typ in shape.items():
+        v = key[name]
+        if not isinstance(v, dict) or list(v) != [typ] or not isinstance(v[typ], str) or not v[typ] or len(v[typ]) > 256:
+            raise bad
+        if typ == "N":
+            try:
+                float(v[typ])
+            except ValueError:
+                raise bad from None
+    if hash_value is not None and key[hash_name]["S"] != hash_value:
+        raise bad
     return key
 
 
@@ -187,7 +201,7 @@ class AgentStore:
                 return None
 
     def list(self, tenant_id: str, limit: int, token: str | None) -> tuple[list[Agent], str | None]:
-        start = decode_token(token, "tenant_id", tenant_id)
+        start = decode_token(token, "tenant_id", tenant_id, AGENT_KEY)
         with aws_call("list agents"):
             it = AgentTenantModel.query(tenant_id, limit=limit, last_evaluated_key=start)
             items = [agent_from_item(m) for m in it]
@@ -328,7 +342,7 @@ class SessionStore:
     def list(
         self, agent_id: str, limit: int, token: str | None, status: str | None
     ) -> tuple[list[Session], str | None]:
-        start = decode_token(token, "agent_id", agent_id)
+        start = decode_token(token, "agent_id", agent_id, SESSION_KEY)
         cond = (SessionModel.status == status) if status else None
         with aws_call("list sessions"):
             items: list[Session] = []
@@ -400,10 +414,10 @@ class SessionStore:
     def list_dlq(self, tenant_id: str | None, limit: int, token: str | None) -> tuple[list[Session], str | None]:
         with aws_call("list dead runs"):
             if tenant_id is None:  # admin: every tenant; the index is sparse
-                start = _decode_any(token)
+                start = decode_token(token, "dlq_tenant", None, DLQ_KEY)
                 it = SessionModel.dlq_index.scan(limit=limit, last_evaluated_key=start)
             else:
-                start = decode_token(token, "dlq_tenant", tenant_id)
+                start = decode_token(token, "dlq_tenant", tenant_id, DLQ_KEY)
                 it = SessionModel.dlq_index.query(tenant_id, limit=limit, last_evaluated_key=start,
                                                   scan_index_forward=False)
             items = [m for m in it]
@@ -423,18 +437,6 @@ class SessionStore:
             priority=Priority.NORMAL, scheduled_for=0.0, queued_at=0.0, max_attempts=0, timeout_seconds=0,
             attempt=int(m.attempt or 0), error=m.error, failed_at=_f(m.failed_at), in_dlq=True,
         )
-
-
-def _decode_any(token: str | None) -> dict | None:
-    if not token:
-        return None
-    try:
-        key = json.loads(base64.urlsafe_b64decode(token.encode() + b"=" * (-len(token) % 4)))
-        if not isinstance(key, dict) or "dlq_tenant" not in key:
-            raise ValueError
-        return key
-    except (ValueError, TypeError):
-        raise ValidationError("nextToken", "nextToken is not a token this API returned") from None
 
 
 # --- control: scheduler state and slot leases --------------------------------

@@ -42,8 +42,12 @@ def parse_json_body(raw: bytes | str | None, *, required: bool = True) -> Any:
         # Lone surrogates ("\ud800") parse, but cannot be stored as UTF-8.
         json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
         return value
-    except (ValueError, RecursionError, UnicodeEncodeError) as exc:
-        raise MalformedRequest(f"body is not valid JSON: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise MalformedRequest(f"body is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except RecursionError:
+        raise MalformedRequest("body is not valid JSON: nested too deeply") from None
+    except (ValueError, UnicodeEncodeError):
+        raise MalformedRequest("body is not valid JSON: it holds a value JSON cannot carry (NaN, Infinity or an unpaired surrogate)") from None
 
 
 def _reject_constant(name: str):
@@ -106,6 +110,8 @@ def validate(value: Any, schema: dict, path: str = "body") -> Any:
             for k in value:
                 if k not in props:
                     raise ValidationError(_join(path, k), f"unknown field {_join(path, k)!r}")
+        if len(value) < schema.get("minProperties", 0):
+            raise ValidationError(path, f"{path} must have at least {schema['minProperties']} field(s)")
         for k in schema.get("required", []):
             if k not in value or value[k] is None and "null" not in _tl(props[k]):
                 raise ValidationError(_join(path, k), f"{_join(path, k)} is required")

@@ -38,6 +38,8 @@ def redrive(container, tenant_id: str | None, session_ids=None) -> int:
         s = c.sessions.get(entry.agent_id, entry.session_id)
         if s is None or s.status is not SessionStatus.DEAD:
             continue
+        if c.agents.get(s.tenant_id, s.agent_id) is None:
+            continue  # its agent was deleted: nothing to run it with
         fresh = s.with_(
             status=SessionStatus.QUEUED, trigger=Trigger.REDRIVE, attempt=0, error=None, output=None,
             started_at=None, finished_at=None, duration_ms=None, next_attempt_at=None,

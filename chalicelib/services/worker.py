@@ -153,7 +153,7 @@ class Worker:
 
         agent = self.c.agents.get(s.tenant_id, s.agent_id)
         if agent is None:
-            self._finish_dead(s.with_(attempt=attempt), attempt, ErrorCategory.PERMANENT, "agent was deleted", now)
+            self._finish_dead(s, attempt, ErrorCategory.PERMANENT, "agent was deleted", now)
             return "dead"
 
         if self._overlaps(agent, s, now):
@@ -306,7 +306,8 @@ class Worker:
         from chalicelib.services import metrics
 
         dead = s.with_(
-            status=SessionStatus.DEAD, finished_at=now, error={"category": category.value, "message": message},
+            status=SessionStatus.DEAD, attempt=attempt, finished_at=now,
+            error={"category": category.value, "message": message},
             stage=None, run_lease_until=None, next_attempt_at=None, in_dlq=True, failed_at=now,
         )
         try:

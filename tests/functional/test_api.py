@@ -212,3 +212,25 @@ def test_status_reports_the_callers_own_runs(api, other_api):
 def test_unknown_route_and_method(api):
     assert api.get("/api/nothing").status_code in (403, 404)
     assert api.call("PUT", "/api/agents").status_code in (403, 405)
+
+
+@pytest.mark.parametrize("key", [
+    '{"tenant_id":{"S":"tenant-a"},"agent_id":{"N":"1"}}',
+    '{"tenant_id":{"S":"tenant-a"}}',
+    '{"tenant_id":{"S":"tenant-a"},"agent_id":{"S":"x"},"extra":{"S":"y"}}',
+    '{"tenant_id":{"S":"tenant-a"},"agent_id":{"S":""}}',
+    '[]',
+])
+def test_a_tampered_page_token_is_a_400_not_a_500(api, key):
+    import base64
+
+    make_agent(api)
+    token = base64.urlsafe_b64encode(key.encode()).decode()
+    r = api.get(f"/api/agents?nextToken={token}")
+    assert r.status_code == 400 and r.json["field"] == "nextToken"
+
+
+def test_an_empty_patch_is_a_400(api):
+    aid = make_agent(api)
+    r = api.patch(f"/api/agents/{aid}", {})
+    assert r.status_code == 400 and r.json["code"] == "VALIDATION_ERROR"

@@ -252,3 +252,16 @@ def test_the_queues_redrive_policy_moves_a_poison_message_to_the_dlq(system):
     assert sqs.receive_message(QueueUrl=url, VisibilityTimeout=0).get("Messages", []) == []
     dead = sqs.receive_message(QueueUrl=system.settings.dlq_url).get("Messages", [])
     assert [json.loads(m["Body"])["s"] for m in dead] == ["z"]
+
+
+def test_runs_of_a_deleted_agent_end_and_free_their_slots(api, system, clock):
+    aid = make_agent(api)
+    sids = [run_now(api, aid) for _ in range(3)]
+    sent = take(system)
+    assert api.delete(f"/api/agents/{aid}").status_code == 204
+    assert work(system, sent) == ["dead"] * 3
+    assert api.get("/api/scheduler/status").json["slotsInUse"] == 0
+    other = make_agent(api, "healthy")
+    run_now(api, other)
+    assert work(system, take(system)) == ["succeeded"], "the slots were freed at once"
+    assert api.post("/api/dlq/redrive", {}).json == {"redriven": 0}, "nothing to run a deleted agent with"
