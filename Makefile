@@ -52,3 +52,8 @@ deploy: synth
 # The 10,000-schedule admission test on moto (minutes; not part of `make test`).
 test-scale: $(STAMP)
 	SCHEDULER_TEST_BULK_N=10000 $(PY) -m pytest -q tests/functional/test_dispatch.py -k many_due
+
+# Benchmarks of DESIGN 2.3 (a few minutes; never part of `make test`): prints the table and writes
+# bench/RESULTS.md and bench/lateness.svg. The smoke test (tests/unit/test_bench_smoke.py) runs it on tiny sizes.
+bench: $(STAMP)
+	$(PY) -m bench

@@ -68,7 +68,8 @@ class Settings:
     region: str = "us-east-1"
 
     # Fixed engineering constants (not settings): documented here in one place.
-    lookahead_seconds: int = 60  # the tick admits runs due up to this far ahead
+    lookahead_seconds: int = 75  # the tick admits runs due up to this far ahead (> the tick period,
+    # so a fire just after the next tick's start is already queued, not a tick late)
     resend_grace_seconds: int = 30  # an admitted, unclaimed run this late is re-sent
     lease_margin_seconds: int = 60  # slot lease = fire + timeout + margin
 

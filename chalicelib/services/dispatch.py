@@ -101,7 +101,10 @@ class Dispatcher:
                 new_runs[s.session_id] = (group, s)
             report.created += len(runs)
             report.skipped += skips
-        pending = self._read_pending(now)
+        # Read only as many waiting runs per shard as there are free slots (none when full).
+        cap_now = self.c.control.capacity()
+        free = self.s.max_concurrent_agents - len(live_leases(cap_now.leases.values(), now))
+        pending = self._read_pending(now, want=free) if free > 0 and not state.paused else []
         candidates = [self._candidate(s) for _, s in new_runs.values()] + [self._candidate(s) for s in pending]
         admitted, cap = self._acquire(candidates, now, state.paused)
         admitted_ids = {a.candidate.session_id for a in admitted}
