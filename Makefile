@@ -49,9 +49,10 @@ synth: $(INFRA_STAMP)
 deploy: synth
 	$(CDK) deploy --app $(CDK_OUT) --all --require-approval broadening
 
-# The 10,000-schedule admission test on moto (minutes; not part of `make test`).
+# The many-due admission test alone (10,000 by default, also part of `make test`); N=... to change it.
+N ?= 10000
 test-scale: $(STAMP)
-	SCHEDULER_TEST_BULK_N=10000 $(PY) -m pytest -q tests/functional/test_dispatch.py -k many_due
+	SCHEDULER_TEST_BULK_N=$(N) $(PY) -m pytest -q tests/functional/test_dispatch.py -k many_due
 
 # Benchmarks of DESIGN 2.3 (a few minutes; never part of `make test`): prints the table and writes
 # bench/RESULTS.md and bench/lateness.svg. The smoke test (tests/unit/test_bench_smoke.py) runs it on tiny sizes.
