@@ -158,8 +158,10 @@ class System:
         s = self.options.settings
         self.api_sock = bind(s.api_port, API_PORT)
         self.ws_sock = bind(s.ws_port, WS_PORT)
+        from devtools import moto_fixes
         from local.moto_server import MotoServer
 
+        moto_fixes.apply()  # transactions from the tick and the workers at once would crash moto
         self.moto = MotoServer(bind(self.options.moto_port, MOTO_PORT)).start()
         prepare_environment(self.moto.url, s.ws_port)
         settings = Settings.from_env()  # now with AWS_ENDPOINT_URL and SCHEDULER_WS_ENDPOINT
