@@ -19,7 +19,7 @@ from chalicelib.adapters.tables import AgentTenantModel, ConnectionModel, Contro
 from chalicelib.domain.admission import Lease
 from chalicelib.domain.ids import pending_rank, pending_shard
 from chalicelib.domain.model import Priority, SessionStatus, Trigger
-from chalicelib.domain.records import STAGE_ADMITTED, STAGE_PENDING, Agent, Session
+from chalicelib.domain.records import STAGE_PENDING, Agent, Session
 from chalicelib.domain.schedule import ScheduleSpec
 from chalicelib.errors import ConditionFailed, StorageError, ValidationError
 

@@ -1,7 +1,7 @@
 """Stored records as plain values. Adapters convert to and from these."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from chalicelib.domain.model import Priority, SessionStatus, Trigger

@@ -6,7 +6,7 @@ the domain (cron, time zones, kind configs) happen here.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from chalicelib.agents.registry import get_kind
 from chalicelib.api import schemas
@@ -14,8 +14,8 @@ from chalicelib.api.serialize import agent_json, iso, schedule_json, session_jso
 from chalicelib.api.validation import parse_datetime, validate
 from chalicelib.domain.cron import CronError, CronSchedule, parse_timezone, schedule_warnings
 from chalicelib.domain.ids import due_shard, jitter_offset, new_agent_id
-from chalicelib.domain.model import CatchupPolicy, OverlapPolicy, Priority, SessionStatus, Trigger
-from chalicelib.domain.records import STAGE_PENDING, Agent, Session
+from chalicelib.domain.model import CatchupPolicy, OverlapPolicy, Priority, SessionStatus
+from chalicelib.domain.records import Agent, Session
 from chalicelib.domain.schedule import ScheduleSpec, add_period_start, close_period
 from chalicelib.errors import ConditionFailed, Conflict, NotFound, ValidationError
 

@@ -13,7 +13,6 @@ the next tick's sweep re-sends admitted runs left unclaimed past a grace period.
 from __future__ import annotations
 
 import functools
-import heapq
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,11 +22,11 @@ from chalicelib.adapters.queues import OutMessage
 from chalicelib.adapters.tables import AgentTenantModel, SessionModel
 from chalicelib.domain.admission import START_SLACK_SECONDS, Admit, Candidate, live_leases, plan_admission
 from chalicelib.domain.cron import CronSchedule
-from chalicelib.domain.ids import due_shard, manual_session_id, scheduled_session_id
+from chalicelib.domain.ids import manual_session_id, scheduled_session_id
 from chalicelib.domain.model import Priority, SessionStatus, Trigger
 from chalicelib.domain.records import STAGE_ADMITTED, STAGE_PENDING, Agent, Session
 from chalicelib.domain.schedule import add_period_start, close_period, plan_fires
-from chalicelib.errors import ConditionFailed, StorageError
+from chalicelib.errors import ConditionFailed
 
 log = logging.getLogger("agent_scheduler.dispatch")
 
@@ -106,7 +105,7 @@ class Dispatcher:
         free = self.s.max_concurrent_agents - len(live_leases(cap_now.leases.values(), now))
         pending = self._read_pending(now, want=free) if free > 0 and not state.paused else []
         candidates = [self._candidate(s) for _, s in new_runs.values()] + [self._candidate(s) for s in pending]
-        admitted, cap = self._acquire(candidates, now, state.paused)
+        admitted, cap = self._acquire(candidates, now, state.paused, cap_now)
         admitted_ids = {a.candidate.session_id for a in admitted}
 
         # New sessions that got a slot are written ADMITTED; the rest PENDING.
@@ -240,10 +239,13 @@ class Dispatcher:
         )
 
     # --- slots -------------------------------------------------------------------
-    def _acquire(self, candidates: list[Candidate], now: float, paused: bool) -> tuple[list[Admit], Capacity]:
-        """Plan admission and take the leases; re-plan when another writer moved first."""
+    def _acquire(
+        self, candidates: list[Candidate], now: float, paused: bool, cap: Capacity | None = None
+    ) -> tuple[list[Admit], Capacity]:
+        """Plan admission and take the leases (from ``cap`` if just read); re-plan from a
+        fresh read when another writer moved first."""
         for _ in range(LEASE_RETRIES):
-            cap = self.c.control.capacity()
+            cap = cap or self.c.control.capacity()
             plan = plan_admission(
                 candidates,
                 cap.leases.values(),
@@ -259,6 +261,7 @@ class Dispatcher:
                 self.c.control.change_leases(cap, [a.lease for a in plan.admit], plan.expired)
                 return list(plan.admit), cap
             except ConditionFailed:
+                cap = None
                 continue
         log.warning("could not take leases: contention; runs stay pending")
         return [], self.c.control.capacity()
@@ -276,7 +279,7 @@ class Dispatcher:
         pending = self._read_pending(now, want=free)
         if not pending:
             return 0
-        admitted, _ = self._acquire([self._candidate(s) for s in pending], now, False)
+        admitted, _ = self._acquire([self._candidate(s) for s in pending], now, False, cap)
         if not admitted:
             return 0
         by_id = {s.session_id: s for s in pending}
