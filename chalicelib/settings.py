@@ -35,6 +35,7 @@ ALERT_TOPIC_ARN = "SCHEDULER_ALERT_TOPIC_ARN"
 WS_ENDPOINT = "SCHEDULER_WS_ENDPOINT"  # https://{api}.execute-api.{region}.amazonaws.com/{stage}
 JWT_SECRET_ARN = "SCHEDULER_JWT_SECRET_ARN"  # in AWS: read the secret from Secrets Manager
 DUE_SHARDS = "SCHEDULER_DUE_SHARDS"
+PENDING_SHARDS = "SCHEDULER_PENDING_SHARDS"
 AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"  # local: the embedded moto server
 AWS_REGION = "AWS_DEFAULT_REGION"
 
@@ -64,6 +65,7 @@ class Settings:
     ws_endpoint: str = ""
     jwt_secret_arn: str = ""
     due_shards: int = 8
+    pending_shards: int = 1
     aws_endpoint_url: str | None = None
     region: str = "us-east-1"
 
@@ -104,6 +106,7 @@ class Settings:
             ws_endpoint=env.get(WS_ENDPOINT, ""),
             jwt_secret_arn=env.get(JWT_SECRET_ARN, ""),
             due_shards=_int(env, DUE_SHARDS, 8, 1, 256),
+            pending_shards=_int(env, PENDING_SHARDS, 1, 1, 64),
             aws_endpoint_url=env.get(AWS_ENDPOINT_URL) or None,
             region=env.get(AWS_REGION) or env.get("AWS_REGION") or "us-east-1",
         )

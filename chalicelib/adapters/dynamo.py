@@ -9,22 +9,16 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Sequence
-
-from pynamodb.exceptions import TransactWriteError
-from pynamodb.transactions import TransactWrite
+from typing import Iterable, Iterator, Sequence
 
 from chalicelib.adapters.errors import aws_call, translate
 from chalicelib.adapters.tables import AgentTenantModel, ConnectionModel, ControlModel, SessionModel
-from chalicelib.domain.admission import Lease
 from chalicelib.domain.ids import pending_rank, pending_shard
 from chalicelib.domain.model import Priority, SessionStatus, Trigger
 from chalicelib.domain.records import STAGE_PENDING, Agent, Session
 from chalicelib.domain.schedule import ScheduleSpec
 from chalicelib.errors import ConditionFailed, StorageError, ValidationError
 
-TRANSACTION_LIMIT = 100
-_SENT_ORDER = ("delete", "save", "update")  # pynamodb's TransactWrite order (after condition checks)
 
 
 # --- pagination tokens ---------------------------------------------------------
@@ -133,6 +127,10 @@ def session_from_item(m: SessionModel) -> Session:
         stage=m.stage,
         admitted_at=_f(m.admitted_at),
         run_lease_until=_f(m.run_lease_until),
+        slot=m.slot,
+        claim=m.claim,
+        tx=m.tx,
+        check_overlap=bool(m.check_overlap),
         cancel_requested=bool(m.cancel_requested),
         failed_at=_f(m.failed_at),
         in_dlq=m.dlq_tenant is not None,
@@ -168,6 +166,10 @@ def session_to_item(s: Session, *, shards: int, expires_at: float | None) -> Ses
         stage=s.stage,
         admitted_at=s.admitted_at,
         run_lease_until=s.run_lease_until,
+        slot=s.slot,
+        claim=s.claim,
+        tx=s.tx,
+        check_overlap=s.check_overlap or None,
         cancel_requested=s.cancel_requested or None,
         pending_shard=pending_shard(s.session_id, shards) if pending else None,
         pending_rank=pending_rank(s.priority.rank, s.eligible_at, s.session_id) if pending else None,
@@ -185,10 +187,28 @@ def _ttl(epoch: float | None):
 
 # --- agents -------------------------------------------------------------------
 class AgentStore:
-    def __init__(self, shards: int) -> None:
+    def __init__(self, shards: int, cache_seconds: float = 30.0) -> None:
         self.shards = shards
+        self.cache_seconds = cache_seconds
+        self._cache: dict[tuple[str, str], tuple[float, Agent | None]] = {}
+
+    def get_cached(self, tenant_id: str, agent_id: str, now: float) -> Agent | None:
+        """The agent as read at most ``cache_seconds`` ago (by this process): the worker's read.
+        This process's own writes drop the entry at once."""
+        hit = self._cache.get((tenant_id, agent_id))
+        if hit is not None and now - hit[0] < self.cache_seconds:
+            return hit[1]
+        agent = self.get(tenant_id, agent_id)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[(tenant_id, agent_id)] = (now, agent)
+        return agent
+
+    def _forget(self, tenant_id: str, agent_id: str) -> None:
+        self._cache.pop((tenant_id, agent_id), None)
 
     def create(self, agent: Agent) -> None:
+        self._forget(agent.tenant_id, agent.agent_id)
         item = agent_to_item(agent, due_shard=None, due_at=None)
         with aws_call("create agent"):
             item.save(condition=AgentTenantModel.agent_id.does_not_exist())
@@ -238,6 +258,7 @@ class AgentStore:
                 actions += [a.due_shard.set(due_shard), a.due_at.set(due_at)]
             else:
                 actions += [a.due_shard.remove(), a.due_at.remove()]
+        self._forget(agent.tenant_id, agent.agent_id)
         item = AgentTenantModel(agent.tenant_id, agent.agent_id)
         cond = a.agent_id.exists() if must_exist else None
         if check_next_run_at:
@@ -247,6 +268,7 @@ class AgentStore:
             item.update(actions=actions, condition=cond)
 
     def delete(self, tenant_id: str, agent_id: str) -> bool:
+        self._forget(tenant_id, agent_id)
         with aws_call("delete agent"):
             try:
                 AgentTenantModel(tenant_id, agent_id).delete(condition=AgentTenantModel.agent_id.exists())
@@ -403,6 +425,19 @@ class SessionStore:
                         break
         return out
 
+    def count_holding(self, slot_shard: str, tenant_id: str | None) -> tuple[int, int]:
+        """(running, admitted) runs holding slots of one slot shard."""
+        cond = (SessionModel.tenant_id == tenant_id) if tenant_id else None
+        running = admitted = 0
+        with aws_call("count slot holders"):
+            for m in SessionModel.active_index.query(slot_shard, filter_condition=cond,
+                                                      attributes_to_get=["status"]):
+                if m.status == SessionStatus.RUNNING.value:
+                    running += 1
+                else:
+                    admitted += 1
+        return running, admitted
+
     def count_pending(self, shard: str, tenant_id: str | None) -> dict[str, int]:
         counts: dict[str, int] = {}
         cond = (SessionModel.tenant_id == tenant_id) if tenant_id else None
@@ -439,9 +474,8 @@ class SessionStore:
         )
 
 
-# --- control: scheduler state and slot leases --------------------------------
+# --- control: scheduler state ------------------------------------------------------
 STATE = "STATE"
-CAPACITY = "CAPACITY"
 
 
 @dataclass(frozen=True)
@@ -449,12 +483,6 @@ class SchedulerState:
     paused: bool
     last_tick_at: float | None
     pauses: tuple[tuple[float, float | None], ...]
-
-
-@dataclass(frozen=True)
-class Capacity:
-    version: int
-    leases: dict[str, Lease]
 
 
 class ControlStore:
@@ -476,124 +504,6 @@ class ControlStore:
         c = ControlModel
         with aws_call("record tick"):
             c(STATE).update(actions=[c.last_tick_at.set(at)])
-
-    def capacity(self) -> Capacity:
-        with aws_call("read capacity"):
-            try:
-                m = ControlModel.get(CAPACITY, consistent_read=True)
-            except ControlModel.DoesNotExist:
-                return Capacity(0, {})
-        raw = m.leases.as_dict() if m.leases is not None else {}
-        return Capacity(int(m.version or 0), {k: Lease.from_item(k, v) for k, v in raw.items()})
-
-    def change_leases(self, cap: Capacity, add: Iterable[Lease], remove: Iterable[str]) -> None:
-        """Optimistic: fails with ConditionFailed if anyone changed the leases since ``cap`` was read."""
-        c = ControlModel
-        leases = dict((k, v.to_item()) for k, v in cap.leases.items())
-        for sid in remove:
-            leases.pop(sid, None)
-        for lease in add:
-            leases[lease.session_id] = lease.to_item()
-        cond = (c.version == cap.version) if cap.version else c.version.does_not_exist() | (c.version == 0)
-        with aws_call("change leases"):
-            c(CAPACITY).update(actions=[c.leases.set(leases), c.version.set(cap.version + 1)], condition=cond)
-
-    def release(self, session_ids: Iterable[str]) -> None:
-        """Drop leases: one UpdateItem removing the keys (idempotent) and bumping the
-        version, so a concurrent optimistic writer re-reads. No read, no rewrite of the map."""
-        ids = sorted(set(session_ids))
-        if not ids:
-            return
-        c = ControlModel
-        for i in range(0, len(ids), 50):
-            actions = [c.leases[sid].remove() for sid in ids[i : i + 50]] + [c.version.add(1)]
-            with aws_call("release lease"):
-                try:
-                    c(CAPACITY).update(actions=actions, condition=c.leases.exists())
-                except Exception as exc:
-                    if isinstance(translate(exc, "release lease"), ConditionFailed):
-                        return  # no lease map yet: nothing to release
-                    raise
-
-
-# --- transactions ---------------------------------------------------------------
-@dataclass
-class TxGroup:
-    """Writes that must land together (one schedule's advance and its new sessions)."""
-
-    key: str
-    ops: list  # (kind, args...) see commit_groups
-    failed: tuple[int, ...] = ()  # after a lost race: the ops whose condition failed
-    kind: str = ""  # "schedule": ops[0] advances a schedule, the rest create its sessions
-    meta: Any = None  # what the planner needs to rebuild the group
-
-    def __len__(self) -> int:
-        return len(self.ops)
-
-
-def commit_groups(groups: list[TxGroup], counter: dict | None = None) -> tuple[list[TxGroup], list[TxGroup]]:
-    """Commit groups in transactions of at most 100 items.
-
-    Returns (committed, lost): a group whose condition fails lost its race
-    (another tick got there first); the rest of its transaction is retried.
-    """
-    committed: list[TxGroup] = []
-    lost: list[TxGroup] = []
-    chunks: list[list[TxGroup]] = []
-    cur: list[TxGroup] = []
-    size = 0
-    for g in groups:
-        if size + len(g) > TRANSACTION_LIMIT and cur:
-            chunks.append(cur)
-            cur, size = [], 0
-        cur.append(g)
-        size += len(g)
-    if cur:
-        chunks.append(cur)
-    while chunks:
-        chunk = chunks.pop(0)
-        try:
-            with TransactWrite(connection=AgentTenantModel._get_connection().connection) as tw:
-                for g in chunk:
-                    for op in g.ops:
-                        kind = op[0]
-                        if kind == "save":
-                            tw.save(op[1], condition=op[2])
-                        elif kind == "update":
-                            tw.update(op[1], actions=op[2], condition=op[3])
-                        elif kind == "delete":
-                            tw.delete(op[1], condition=op[2])
-                        else:  # pragma: no cover
-                            raise ValueError(kind)
-            committed.extend(chunk)
-            if counter is not None:
-                counter["transactions"] = counter.get("transactions", 0) + 1
-        except TransactWriteError as exc:
-            reasons = exc.cancellation_reasons or []
-            if exc.cause_response_code != "TransactionCanceledException" or not reasons:
-                raise translate(exc, "commit tick") from exc
-            # pynamodb sends the items grouped by kind (deletes, puts, then updates), not in
-            # the order they were added: map each cancellation reason back to its op.
-            sent_order = [(gi, oi) for kind in _SENT_ORDER for gi, g in enumerate(chunk)
-                          for oi, op in enumerate(g.ops) if op[0] == kind]
-            failed_ops: dict[int, list[int]] = {}
-            for (gi, oi), r in zip(sent_order, reasons):
-                if r is not None and getattr(r, "code", None) == "ConditionalCheckFailed":
-                    failed_ops.setdefault(gi, []).append(oi)
-            failed_any = bool(failed_ops)
-            retry: list[TxGroup] = []
-            for gi, g in enumerate(chunk):
-                if gi in failed_ops:
-                    g.failed = tuple(sorted(failed_ops[gi]))
-                    lost.append(g)
-                else:
-                    retry.append(g)
-            if not failed_any:
-                # conflicts with a concurrent transaction or throttling: retryable
-                raise translate(exc, "commit tick") from exc
-            if retry:
-                chunks.insert(0, retry)
-    return committed, lost
 
 
 # --- connections ------------------------------------------------------------------

@@ -15,8 +15,11 @@ Key design
   ``pending_rank`` = priority rank, eligible time, id: admission order.
   ``dlq-index`` (sparse): dead runs per tenant, newest failure last.
   ``expires_at`` is the TTL (SCHEDULER_SESSION_RETENTION_DAYS).
-- control: small items: ``STATE`` (paused, last tick) and ``CAPACITY``
-  (slot leases with expiry, optimistic version).
+  ``active-index`` (sparse, by slot shard): runs holding a slot (ADMITTED or
+  RUNNING), sorted by ``run_lease_until``: the recovery sweep reads the
+  expired ones and the reconciler counts each shard's holders.
+- control: small items: ``STATE`` (paused, last tick) and one slot counter
+  per shard of the global cap (``SLOTS#s000``...), changed by conditional ADD.
 - connections: WebSocket connections; ``tenant-index`` finds a tenant's.
 """
 from __future__ import annotations
@@ -25,7 +28,6 @@ from pynamodb.attributes import (
     BooleanAttribute,
     JSONAttribute,
     ListAttribute,
-    MapAttribute,
     NumberAttribute,
     TTLAttribute,
     UnicodeAttribute,
@@ -67,6 +69,7 @@ class AgentTenantModel(Model):
     active_runs = NumberAttribute(default=0)
     consecutive_failures = NumberAttribute(default=0)
     alerted = BooleanAttribute(default=False)
+    plan_token = UnicodeAttribute(null=True)  # the tick transaction that last advanced the schedule
 
 
 class PendingIndex(GlobalSecondaryIndex):
@@ -85,6 +88,15 @@ class DlqIndex(GlobalSecondaryIndex):
 
     dlq_tenant = UnicodeAttribute(hash_key=True)
     failed_at = NumberAttribute(range_key=True)
+
+
+class ActiveIndex(GlobalSecondaryIndex):
+    class Meta:
+        index_name = "active-index"
+        projection = AllProjection()
+
+    slot = UnicodeAttribute(hash_key=True)
+    run_lease_until = NumberAttribute(range_key=True)
 
 
 class SessionModel(Model):
@@ -112,7 +124,12 @@ class SessionModel(Model):
     next_attempt_at = NumberAttribute(null=True)
     stage = UnicodeAttribute(null=True)  # PENDING | ADMITTED | null (running or done)
     admitted_at = NumberAttribute(null=True)
-    run_lease_until = NumberAttribute(null=True)  # a RUNNING session past this is abandoned
+    run_lease_until = NumberAttribute(null=True)  # claim (ADMITTED) or finish (RUNNING) by then
+    slot = UnicodeAttribute(null=True)  # sparse: the slot shard while the run holds a slot
+    active_index = ActiveIndex()
+    claim = UnicodeAttribute(null=True)  # token of the attempt that owns the run
+    tx = UnicodeAttribute(null=True)  # token of the last transaction that wrote the session
+    check_overlap = BooleanAttribute(null=True)
     cancel_requested = BooleanAttribute(null=True)
     pending_shard = UnicodeAttribute(null=True)
     pending_rank = UnicodeAttribute(null=True)
@@ -128,11 +145,12 @@ class ControlModel(Model):
         table_name = "agent-scheduler-control"
 
     pk = UnicodeAttribute(hash_key=True)
-    version = NumberAttribute(default=0)
     paused = BooleanAttribute(null=True)
     last_tick_at = NumberAttribute(null=True)
     pauses = ListAttribute(null=True)  # recent [paused_at, resumed_at|null] pairs
-    leases = MapAttribute(null=True)  # session_id -> {"t": tenant, "a": agent, "f": fire, "e": expiry}
+    used = NumberAttribute(null=True)  # slot counters: slots held in this shard
+    waiting = BooleanAttribute(null=True)  # slot counters: runs wait for a slot (a hint for finishing workers)
+    audit = ListAttribute(null=True)  # slot counters: [used, holders] the reconciler last saw differ
 
 
 class TenantIndex(GlobalSecondaryIndex):

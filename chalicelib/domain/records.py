@@ -53,7 +53,14 @@ class Session:
     next_attempt_at: float | None = None
     stage: str | None = None  # PENDING (waiting for a slot) | ADMITTED (sent) | None
     admitted_at: float | None = None
+    # While it holds a slot (ADMITTED or RUNNING) the session is its own lease: ``slot`` names
+    # the counter shard, ``run_lease_until`` when it must be claimed (ADMITTED) or finished
+    # (RUNNING) by; past it the recovery sweep takes over.
     run_lease_until: float | None = None
+    slot: str | None = None
+    claim: str | None = None  # the token of the attempt that owns it (RUNNING)
+    tx: str | None = None  # the token of the last transaction that wrote it ("was it me?")
+    check_overlap: bool = False  # another run of the agent was active when this one was planned
     cancel_requested: bool = False
     failed_at: float | None = None
     in_dlq: bool = False

@@ -293,22 +293,9 @@ class AgentService:
             s = self.get_session_record(tenant_id, agent_id, session_id)
             if s.status.finished:
                 raise Conflict(f"session {session_id!r} already finished ({s.status.value})")
-            now = self.now()
-            try:
-                if s.status is SessionStatus.RUNNING:
-                    self.c.sessions.save(s.with_(cancel_requested=True), expect_status=[s.status], expect_attempt=s.attempt)
-                    return session_json(s.with_(cancel_requested=True))
-                done = s.with_(
-                    status=SessionStatus.CANCELLED, finished_at=now, stage=None, next_attempt_at=None,
-                    error={"category": "CANCELLED", "message": "cancelled on request"},
-                )
-                self.c.sessions.save(done, expect_status=[s.status], expect_attempt=s.attempt)
-            except ConditionFailed:
-                continue  # it moved on meanwhile: look again
-            self.c.agents.add_active_runs(tenant_id, agent_id, -1)
-            self.c.control.release([session_id])
-            self.c.dispatcher.admit_pending()
-            return session_json(done)
+            done = self.c.dispatcher.cancel(s)
+            if done is not None:
+                return session_json(done)
         raise Conflict(f"session {session_id!r} is changing too fast; try again")
 
     # --- DLQ --------------------------------------------------------------------------

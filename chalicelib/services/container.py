@@ -8,6 +8,8 @@ from chalicelib.adapters import aws, tables
 from chalicelib.adapters.connections_api import ConnectionPusher
 from chalicelib.adapters.dynamo import AgentStore, ConnectionStore, ControlStore, SessionStore
 from chalicelib.adapters.queues import AlertTopic, WorkQueue
+from chalicelib.adapters.runstore import RunStore
+from chalicelib.adapters.tickstore import TickWriter
 from chalicelib.clock import Clock
 from chalicelib.settings import Settings
 
@@ -21,8 +23,10 @@ class Container:
         self._clients = dict(clients or {})
         tables.bind(settings)
         self.agents = AgentStore(settings.due_shards)
-        self.sessions = SessionStore(settings.due_shards, settings.session_retention_days)
+        self.sessions = SessionStore(settings.pending_shards, settings.session_retention_days)
         self.control = ControlStore()
+        self.runs = RunStore(settings.pending_shards, settings.session_retention_days)
+        self.tick_writer = TickWriter(settings.pending_shards, settings.session_retention_days)
         self.connections = ConnectionStore()
 
     @functools.cached_property

@@ -1,14 +1,20 @@
-"""The tick and admission: decide (pure planners), then execute (adapters).
+"""The tick, admission and recovery: decide (pure planners), then execute (adapters).
 
-Exactly once rests on three conditional writes:
-- a scheduled run's session id is derived from (agent, fire time) and created
-  with ``attribute_not_exists``; the schedule's ``next_run_at`` advances only
-  if it still holds the value this tick read. Both are in one transaction per
-  schedule, so two ticks (or a retried tick) create each fire once;
-- slot leases change under an optimistic version;
-- the worker claims a session by moving it to RUNNING for a given attempt.
-A tick that dies between its DynamoDB write and its SQS send loses nothing:
-the next tick's sweep re-sends admitted runs left unclaimed past a grace period.
+One fire, start to end (see ARCHITECTURE.md):
+1. the tick reads due schedules and writes, per schedule, one transaction: the
+   schedule's advance (conditional on the value it read) and the fire's session,
+   whose id is derived from (agent, fire time), created PENDING: exactly once
+   whichever tick writes it;
+2. admission takes the first waiting runs in priority order into free slots: per
+   slot shard one transaction adds to the counter (conditional: never past its
+   share of the cap) and moves the sessions to ADMITTED; then it sends them;
+3. the worker claims (ADMITTED -> RUNNING, with its token), runs, and finishes
+   with one transaction: the outcome, the slot released or handed to the next
+   waiting run, the agent's counts;
+4. every state that is not final has a way out: PENDING runs are admitted by the
+   next admission, ADMITTED runs nobody claimed are sent again, RUNNING runs past
+   their lease are ended as a failed attempt (and retried through admission);
+   the recovery sweep finds them through the sparse active index, bounded per shard.
 """
 from __future__ import annotations
 
@@ -16,21 +22,24 @@ import functools
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
-from chalicelib.adapters.dynamo import Capacity, TxGroup, commit_groups
 from chalicelib.adapters.queues import OutMessage
-from chalicelib.adapters.tables import AgentTenantModel, SessionModel
-from chalicelib.domain.admission import START_SLACK_SECONDS, Admit, Candidate, live_leases, plan_admission
+from chalicelib.domain.admission import START_SLACK_SECONDS, Admit, Candidate, SlotShard, plan_admission, send_delay
 from chalicelib.domain.cron import CronSchedule
-from chalicelib.domain.ids import manual_session_id, scheduled_session_id
-from chalicelib.domain.model import Priority, SessionStatus, Trigger
+from chalicelib.domain.ids import jitter_offset, manual_session_id, scheduled_session_id
+from chalicelib.domain.model import OverlapPolicy, Priority, SessionStatus, Trigger
 from chalicelib.domain.records import STAGE_ADMITTED, STAGE_PENDING, Agent, Session
+from chalicelib.domain.runflow import Backoff, Next, after_abandoned
 from chalicelib.domain.schedule import add_period_start, close_period, plan_fires
-from chalicelib.errors import ConditionFailed
+from chalicelib.domain.tickplan import MAX_ITEMS_PER_SCHEDULE, AdvanceSchedule, SchedulePlan
+from chalicelib.errors import SchedulerError
 
 log = logging.getLogger("agent_scheduler.dispatch")
 
-LEASE_RETRIES = 8
+ADMIT_BATCH = 99  # runs per admission transaction (plus their slot counter: 100 items)
+ADMIT_ROUNDS = 3  # re-plans when another admitter took the slots first
+RECOVER_PER_SHARD = 50  # expired leases handled per slot shard per tick
 
 
 @functools.lru_cache(maxsize=20_000)
@@ -38,8 +47,15 @@ def cron_for(expression: str, timezone: str, agent_id: str) -> CronSchedule:
     return CronSchedule.parse(expression, timezone, hash_id=agent_id)
 
 
-def message_body(s: Session, attempt: int) -> dict:
-    return {"t": s.tenant_id, "a": s.agent_id, "s": s.session_id, "n": attempt}
+def run_message(s: Session, attempt: int, *, waiting: bool = False) -> dict:
+    """The work message: what the worker needs to claim the run without reading it first."""
+    body = {"t": s.tenant_id, "a": s.agent_id, "s": s.session_id, "n": attempt,
+            "e": s.eligible_at, "x": s.timeout_seconds}
+    if s.check_overlap:
+        body["o"] = 1  # a scheduled run whose overlap policy is judged when it starts
+    if waiting:
+        body["w"] = 1  # runs were left waiting when this one was admitted
+    return body
 
 
 @dataclass
@@ -50,7 +66,10 @@ class TickReport:
     skipped: int = 0
     admitted: int = 0
     resent: int = 0
+    recovered: int = 0
+    repaired: int = 0
     lost_races: int = 0
+    failed_groups: int = 0
     paused: bool = False
     counters: Counter = field(default_factory=Counter)
 
@@ -59,23 +78,43 @@ class Dispatcher:
     def __init__(self, container) -> None:
         self.c = container
         self.s = container.settings
+        self._last_status: tuple | None = None
+
+    def _backoff(self) -> Backoff:
+        import random
+
+        return Backoff(self.s.backoff_base_seconds, self.s.backoff_max_seconds, random.random)
 
     # --- the tick -------------------------------------------------------------
     def tick(self) -> TickReport:
         now = self.c.clock.now().timestamp()
         state = self.c.control.state()
         report = TickReport(now=now, paused=state.paused)
-        due = [] if state.paused else self._read_due(now)
-        report.due = len(due)
-        cap = self._dispatch(due, now, state, report)
-        report.resent = self.sweep(now, cap)
+        fresh: list[Session] = []
+        if not state.paused:
+            due = self._read_due(now)
+            report.due = len(due)
+            fresh = self._write_schedules(due, now, state.pauses, report)
+        report.admitted = self._guard("admission", lambda: self.admit(now, paused=state.paused, fresh=fresh), 0)
+        self._guard("recovery", lambda: self.recover(now, report), None)
+        report.repaired = self._guard("reconcile", self.reconcile, 0)
         self.c.control.set_last_tick(now)
-        self.c.events.publish_status(lambda tenant: self.status(tenant, admin=False))
-        log.info(
-            "tick",
-            extra={f"tick_{k}": getattr(report, k) for k in ("due", "created", "skipped", "admitted", "resent", "lost_races")},
-        )
+        self._publish_status()
+        log.info("tick", extra={f"tick_{k}": getattr(report, k) for k in (
+            "due", "created", "skipped", "admitted", "resent", "recovered", "repaired", "lost_races", "failed_groups")})
+        from chalicelib.services import metrics
+
+        metrics.tick_done(report)
         return report
+
+    @staticmethod
+    def _guard(what: str, fn, default):
+        """One phase failing (an AWS error) is logged; the tick goes on with the next."""
+        try:
+            return fn()
+        except SchedulerError:
+            log.exception("tick phase failed; the next tick repeats it", extra={"phase": what})
+            return default
 
     def dispatch_soon(self, agent: Agent) -> None:
         """A schedule saved with its first fire inside the lookahead is planned at once,
@@ -87,72 +126,32 @@ class Dispatcher:
             return
         state = self.c.control.state()
         if not state.paused:
-            self._dispatch([agent], now, state, TickReport(now=now))
+            fresh = self._write_schedules([agent], now, state.pauses, TickReport(now=now))
+            self.admit(now, paused=False, fresh=fresh)
 
-    def _dispatch(self, due: list[Agent], now: float, state, report: TickReport) -> Capacity:
-        """Plan the due schedules and the pending runs, take slots, write, send."""
-        groups: list[TxGroup] = []
-        new_runs: dict[str, tuple[TxGroup, Session]] = {}
+    def _write_schedules(self, due: list[Agent], now: float, pauses, report: TickReport) -> list[Session]:
+        plans = []
         for agent in due:
-            group, runs, skips = self._plan_schedule(agent, now, state.pauses)
-            groups.append(group)
-            for s in runs:
-                new_runs[s.session_id] = (group, s)
-            report.created += len(runs)
-            report.skipped += skips
-        # Read only as many waiting runs per shard as there are free slots (none when full).
-        cap_now = self.c.control.capacity()
-        free = self.s.max_concurrent_agents - len(live_leases(cap_now.leases.values(), now))
-        pending = self._read_pending(now, want=free) if free > 0 and not state.paused else []
-        candidates = [self._candidate(s) for _, s in new_runs.values()] + [self._candidate(s) for s in pending]
-        admitted, cap = self._acquire(candidates, now, state.paused, cap_now)
-        admitted_ids = {a.candidate.session_id for a in admitted}
-
-        # New sessions that got a slot are written ADMITTED; the rest PENDING.
-        for sid, (group, s) in new_runs.items():
-            if sid in admitted_ids:
-                self._mark_admitted_in_group(group, sid, now)
-        pending_by_id = {s.session_id: s for s in pending}
-        for a in admitted:
-            s = pending_by_id.get(a.candidate.session_id)
-            if s is not None:
-                groups.append(self._admit_existing_group(s, now))
-        committed, lost = commit_groups(groups, report.counters)
-        lost = self._salvage(lost, report)
-        report.lost_races += len(lost)
-        lost_ids = {op_sid for g in lost for op_sid in _group_session_ids(g)}
-        if lost:
-            log.info("another tick got there first", extra={"groups": len(lost)})
-        released = [sid for sid in admitted_ids if sid in lost_ids]
-        if released:
-            self.c.control.release(released)
-        to_send = [a for a in admitted if a.candidate.session_id not in lost_ids]
-        self._send(to_send)
-        report.admitted += len(to_send)
-        if released:
-            # The slots we gave back belong to runs another tick wrote as pending: fill them now.
-            report.admitted += self.admit_pending()
-        return cap
-
-    def _salvage(self, lost: list[TxGroup], report: TickReport) -> list[TxGroup]:
-        """A schedule whose own condition held but some of whose sessions already exist
-        (written by an earlier, interrupted tick) still advances, without those sessions."""
-        retry, really_lost = [], []
-        for g in lost:
-            if g.kind == "schedule" and 0 not in g.failed:
-                dropped = [g.ops[i] for i in g.failed]
-                sessions = [op for i, op in enumerate(g.ops) if i and i not in g.failed]
-                runs = sum(1 for op in sessions if op[3].status is SessionStatus.QUEUED)
-                agent, next_run_at, next_due_at = g.meta
-                keep = [_advance_op(agent, next_run_at, next_due_at, runs)] + sessions
-                retry.append(TxGroup(key=g.key, ops=keep, kind="schedule", meta=g.meta))
-                really_lost.append(TxGroup(key=g.key + "#existing", ops=dropped, failed=tuple(range(len(dropped)))))
-            else:
-                really_lost.append(g)
-        if retry:
-            _, lost_again = commit_groups(retry, report.counters)
-            really_lost += lost_again
-        return really_lost
+            try:
+                plans.append(self._plan_schedule(agent, now, pauses))
+            except Exception:  # a schedule that cannot be planned must not stop the others
+                log.exception("schedule could not be planned", extra={"agent_id": agent.agent_id})
+                report.failed_groups += 1
+        result = self.c.tick_writer.commit(plans, now)
+        report.counters["transactions"] += result.transactions
+        report.lost_races += len(result.lost)
+        report.failed_groups += len(result.failed)
+        if result.lost:
+            log.info("another tick got there first", extra={"schedules": len(result.lost)})
+        fresh = []
+        for p in result.committed:
+            for s in p.sessions:
+                if s.status is SessionStatus.SKIPPED:
+                    report.skipped += 1
+                else:
+                    report.created += 1
+                    fresh.append(s)
+        return fresh
 
     def _read_due(self, now: float) -> list[Agent]:
         until = now + self.s.lookahead_seconds
@@ -161,17 +160,7 @@ class Dispatcher:
             out.extend(self.c.agents.query_due(f"d{n:03d}", until))
         return out
 
-    def _read_pending(self, now: float, want: int | None = None) -> list[Session]:
-        """The first ``want`` eligible waiting runs of each shard: their union holds the
-        global first ``want`` in admission order."""
-        want = want or self.s.max_concurrent_agents
-        until = now + self.s.lookahead_seconds
-        out: list[Session] = []
-        for n in range(self.s.due_shards):
-            out.extend(self.c.sessions.query_pending(f"p{n:03d}", want=want, eligible_until=until))
-        return out
-
-    def _plan_schedule(self, agent: Agent, now: float, pauses) -> tuple[TxGroup, list[Session], int]:
+    def _plan_schedule(self, agent: Agent, now: float, pauses) -> SchedulePlan:
         spec = agent.schedule
         cron = cron_for(spec.cron_expression, spec.timezone, agent.agent_id)
         plan = plan_fires(
@@ -185,14 +174,23 @@ class Dispatcher:
             late_tolerance=2 * self.s.lookahead_seconds,
             paused_periods=pauses,
         )
-        group = TxGroup(
-            key=agent.agent_id,
-            kind="schedule",
-            ops=[_advance_op(agent, plan.next_run_at, plan.next_due_at, len(plan.runs))],
-            meta=(agent, plan.next_run_at, plan.next_due_at),
-        )
-        def fire_session(fire_at: float, **fields) -> Session:
-            s = Session(
+        events = sorted([(r.fire_at, r) for r in plan.runs] + [(k.fire_at, k) for k in plan.skips],
+                        key=lambda e: e[0])
+        next_run_at, next_due_at = plan.next_run_at, plan.next_due_at
+        if len(events) > MAX_ITEMS_PER_SCHEDULE:
+            # A schedule far behind is worked off over several ticks, one transaction each:
+            # the rest is planned again from where this tick stops.
+            events = events[:MAX_ITEMS_PER_SCHEDULE]
+            last = events[-1][0]
+            next_run_at = cron.next_after(datetime.fromtimestamp(last, tz=timezone.utc)).timestamp()
+            next_due_at = next_run_at + jitter_offset(agent.agent_id, next_run_at, spec.jitter_seconds)
+        # The overlap rule is judged again when a run starts only if another run of the agent
+        # may still be active then: one active now, or an earlier run of this same plan.
+        check = spec.overlap_policy is not OverlapPolicy.ALLOW
+        active = agent.active_runs
+        sessions = []
+        for fire_at, e in events:
+            common = dict(
                 agent_id=agent.agent_id,
                 session_id=scheduled_session_id(agent.agent_id, fire_at),
                 tenant_id=agent.tenant_id,
@@ -201,31 +199,19 @@ class Dispatcher:
                 queued_at=now,
                 max_attempts=agent.max_retries + 1,
                 timeout_seconds=agent.timeout_seconds,
-                **fields,
             )
-            group.ops.append(("save", self.c.sessions.item(s), SessionModel.session_id.does_not_exist(), s))
-            return s
+            if hasattr(e, "reason"):
+                sessions.append(Session(status=SessionStatus.SKIPPED, scheduled_for=fire_at, finished_at=now,
+                                        skip_reason=e.reason.value, **common))
+            else:
+                sessions.append(Session(status=SessionStatus.QUEUED, scheduled_for=e.scheduled_for,
+                                        stage=STAGE_PENDING, check_overlap=check and active > 0, **common))
+                active += 1
+        runs = sum(1 for s in sessions if s.status is SessionStatus.QUEUED)
+        advance = AdvanceSchedule(agent.tenant_id, agent.agent_id, agent.next_run_at, next_run_at, next_due_at, runs)
+        return SchedulePlan(advance, tuple(sessions))
 
-        runs = [
-            fire_session(r.fire_at, status=SessionStatus.QUEUED, scheduled_for=r.scheduled_for, stage=STAGE_PENDING)
-            for r in plan.runs
-        ]
-        for k in plan.skips:
-            fire_session(k.fire_at, status=SessionStatus.SKIPPED, scheduled_for=k.fire_at, finished_at=now,
-                         skip_reason=k.reason.value)
-        return group, runs, plan.skipped_total
-
-    def _admit_existing_group(self, s: Session, now: float) -> TxGroup:
-        m = SessionModel
-        item = m(s.agent_id, s.session_id)
-        actions = [
-            m.stage.set(STAGE_ADMITTED),
-            m.admitted_at.set(now),
-            m.pending_shard.remove(),
-            m.pending_rank.remove(),
-        ]
-        return TxGroup(key=s.session_id, ops=[("update", item, actions, m.stage == STAGE_PENDING, s)])
-
+    # --- admission ---------------------------------------------------------------
     @staticmethod
     def _candidate(s: Session) -> Candidate:
         return Candidate(
@@ -238,104 +224,131 @@ class Dispatcher:
             attempt=s.attempt + 1,
         )
 
-    # --- slots -------------------------------------------------------------------
-    def _acquire(
-        self, candidates: list[Candidate], now: float, paused: bool, cap: Capacity | None = None
-    ) -> tuple[list[Admit], Capacity]:
-        """Plan admission and take the leases (from ``cap`` if just read); re-plan from a
-        fresh read when another writer moved first."""
-        for _ in range(LEASE_RETRIES):
-            cap = cap or self.c.control.capacity()
-            plan = plan_admission(
-                candidates,
-                cap.leases.values(),
-                cap=self.s.max_concurrent_agents,
-                now=now,
-                lookahead=self.s.lookahead_seconds,
-                lease_margin=self.s.lease_margin_seconds,
-                paused=paused,
-            )
-            if not plan.admit and not plan.expired:
-                return [], cap
-            try:
-                self.c.control.change_leases(cap, [a.lease for a in plan.admit], plan.expired)
-                return list(plan.admit), cap
-            except ConditionFailed:
-                cap = None
-                continue
-        log.warning("could not take leases: contention; runs stay pending")
-        return [], self.c.control.capacity()
+    def admit(self, now: float | None = None, *, paused: bool | None = None, fresh=()) -> int:
+        """Admit waiting runs into free slots in priority order and send them. Returns how many."""
+        now = self.c.clock.now().timestamp() if now is None else now
+        if paused is None:
+            paused = self.c.control.state().paused
+        if paused:
+            return 0
+        cap = self.s.max_concurrent_agents
+        until = now + self.s.lookahead_seconds
+        admitted_total = 0
+        gone: set[str] = set()
+        for _ in range(ADMIT_ROUNDS):
+            shards = self.c.runs.slots(cap)
+            free = sum(s.free for s in shards)
+            pending = self.c.runs.pending(want=max(free, 1), eligible_until=until)
+            sessions = {s.session_id: s for s in pending}
+            sessions.update({s.session_id: s for s in fresh})
+            for sid in gone:
+                sessions.pop(sid, None)
+            plan = plan_admission([self._candidate(s) for s in sessions.values()], shards, now=now,
+                                  lookahead=self.s.lookahead_seconds, claim_grace=self.s.resend_grace_seconds)
+            blocked = any(c.eligible_at <= until for c in plan.waiting)
+            self._set_hint(shards, blocked)
+            if not plan.admit:
+                return admitted_total
+            full = False
+            by_name = {s.name: s for s in shards}
+            for name, admits in plan.by_shard().items():
+                for i in range(0, len(admits), ADMIT_BATCH):
+                    done, lost = self.c.runs.admit(by_name[name], admits[i:i + ADMIT_BATCH], sessions, now)
+                    gone.update(lost)
+                    if not done and not lost:
+                        full = True  # another admitter took these slots first
+                        break
+                    self._send(done, sessions, waiting=blocked)
+                    admitted_total += len(done)
+                    taken = {a.candidate.session_id for a in done}
+                    fresh = [s for s in fresh if s.session_id not in taken]
+            if not full:
+                return admitted_total
+        return admitted_total
 
-    def admit_pending(self) -> int:
-        """Work-conserving admission outside the tick (after a run ends, run-now, cancel)."""
-        now = self.c.clock.now().timestamp()
-        state = self.c.control.state()
-        if state.paused:
-            return 0
-        cap = self.c.control.capacity()
-        free = self.s.max_concurrent_agents - len(live_leases(cap.leases.values(), now))
-        if free <= 0:
-            return 0  # nothing can be admitted: skip reading the pending set
-        pending = self._read_pending(now, want=free)
-        if not pending:
-            return 0
-        admitted, _ = self._acquire([self._candidate(s) for s in pending], now, False, cap)
-        if not admitted:
-            return 0
-        by_id = {s.session_id: s for s in pending}
-        groups = [self._admit_existing_group(by_id[a.candidate.session_id], now) for a in admitted]
-        _, lost = commit_groups(groups)
-        lost_ids = {g.key for g in lost}
-        if lost_ids:
-            self.c.control.release(lost_ids)
-        to_send = [a for a in admitted if a.candidate.session_id not in lost_ids]
-        self._send(to_send)
-        return len(to_send)
+    def _set_hint(self, shards: list[SlotShard], blocked: bool) -> None:
+        change = [s.name for s in shards if s.waiting != blocked]
+        if change:
+            self.c.runs.set_waiting(change, blocked)
 
-    def _send(self, admitted: list[Admit]) -> None:
-        if not admitted:
+    def _send(self, admits: list[Admit], sessions: dict[str, Session], waiting: bool = False) -> None:
+        if not admits:
             return
         msgs = [
             OutMessage(
                 a.candidate.session_id,
-                {"t": a.candidate.tenant_id, "a": a.candidate.agent_id, "s": a.candidate.session_id, "n": a.candidate.attempt},
+                run_message(sessions[a.candidate.session_id], a.candidate.attempt, waiting=waiting),
                 a.delay_seconds,
                 deliver_at=a.candidate.eligible_at - START_SLACK_SECONDS,
             )
-            for a in admitted
+            for a in admits
         ]
-        failed = self.c.work_queue.send_batch(msgs, now=lambda: self.c.clock.now().timestamp())
+        try:
+            failed = self.c.work_queue.send_batch(msgs, now=lambda: self.c.clock.now().timestamp())
+        except SchedulerError:
+            failed = [m.id for m in msgs]
         if failed:
-            # Left ADMITTED with a lease: the sweep re-sends them after the grace period.
-            log.warning("runs not sent; the sweep will re-send", extra={"count": len(failed)})
+            # Left ADMITTED: the recovery sweep sends them again once their lease passes.
+            log.warning("runs not sent; the recovery sweep will send them", extra={"count": len(failed)})
 
-    def sweep(self, now: float, cap: Capacity | None = None) -> int:
-        """Re-send admitted runs nobody claimed (a tick died before its send); drop orphan leases."""
-        cap = cap or self.c.control.capacity()
-        overdue = [l for l in live_leases(cap.leases.values(), now) if l.fire_at + self.s.resend_grace_seconds < now]
-        if not overdue:
-            return 0
-        sessions = self.c.sessions.batch_get([(l.agent_id, l.session_id) for l in overdue])
-        resend: list[Admit] = []
-        orphans: list[str] = []
-        for lease in overdue:
-            s = sessions.get(lease.session_id)
-            if s is None or s.status.finished:
-                orphans.append(lease.session_id)
-            elif s.stage == STAGE_ADMITTED and s.status in (SessionStatus.QUEUED, SessionStatus.RETRYING):
-                resend.append(Admit(self._candidate(s), 0, lease))
-        if orphans:
-            self.c.control.release(orphans)
-        self._send(resend)
-        if resend:
-            log.info("re-sent unclaimed runs", extra={"count": len(resend)})
-        return len(resend)
+    def send_one(self, s: Session, lease_until: float, waiting: bool = False) -> None:
+        """Send one admitted run (its next attempt) again, or after a hand-off."""
+        now = self.c.clock.now().timestamp()
+        a = Admit(self._candidate(s), send_delay(s.eligible_at, now), s.slot or "", lease_until)
+        self._send([a], {s.session_id: s}, waiting=waiting)
 
-    def _mark_admitted_in_group(self, group: TxGroup, session_id: str, now: float) -> None:
-        for i, op in enumerate(group.ops):
-            if op[0] == "save" and op[3].session_id == session_id:
-                s = op[3].with_(stage=STAGE_ADMITTED, admitted_at=now)
-                group.ops[i] = ("save", self.c.sessions.item(s), op[2], s)
+    # --- recovery -------------------------------------------------------------------
+    def recover(self, now: float, report: TickReport | None = None) -> int:
+        """Every run holding a slot past its lease: sent again (never claimed), or its attempt
+        ended as failed (the worker stopped) and the run retried through admission."""
+        from chalicelib.services.worker import end_attempt
+
+        n = 0
+        for name, _ in self._shard_limits():
+            for s in self.c.runs.expired(name, now, RECOVER_PER_SHARD):
+                n += 1
+                if s.stage == STAGE_ADMITTED:
+                    if s.cancel_requested:
+                        self.c.runs.cancel_waiting(s, now)
+                        continue
+                    lease = now + self.s.resend_grace_seconds
+                    if self.c.runs.extend_lease(s, lease):
+                        self.send_one(s.with_(run_lease_until=lease), lease)
+                        if report:
+                            report.resent += 1
+                elif s.status is SessionStatus.RUNNING:
+                    t = after_abandoned(attempt=s.attempt, max_attempts=s.max_attempts,
+                                        cancel_requested=s.cancel_requested, now=now, backoff=self._backoff())
+                    end_attempt(self.c, s, t, now, duration_ms=None)
+                    if report:
+                        report.recovered += 1
+        return n
+
+    def _shard_limits(self):
+        from chalicelib.domain.admission import slot_limits
+
+        return slot_limits(self.s.max_concurrent_agents)
+
+    def reconcile(self) -> int:
+        """Each slot counter against the sessions that hold its slots. A difference seen twice
+        in a row, unchanged, is repaired (counted: the CounterRepairs metric and alarm)."""
+        from chalicelib.services import metrics
+
+        repaired = 0
+        for shard in self.c.runs.slots(self.s.max_concurrent_agents):
+            holders = self.c.runs.holders(shard.name)
+            if holders == shard.used:
+                if shard.audit is not None:
+                    self.c.runs.note_audit(shard.name, None)
+                continue
+            seen = (shard.used, holders)
+            if shard.audit == seen and self.c.runs.repair(shard.name, shard.used, holders):
+                repaired += 1
+                log.warning("slot counter repaired", extra={"shard": shard.name, "used": shard.used, "holders": holders})
+                metrics.counter_repaired()
+            elif shard.audit != seen:
+                self.c.runs.note_audit(shard.name, list(seen))
+        return repaired
 
     # --- run now ------------------------------------------------------------------
     def submit_manual(self, agent: Agent, priority: Priority, run_input, trigger: Trigger = Trigger.MANUAL) -> Session:
@@ -356,21 +369,54 @@ class Dispatcher:
         )
         self.c.sessions.create(s)
         self.c.agents.add_active_runs(agent.tenant_id, agent.agent_id, 1)
-        self.admit_pending()
+        try:
+            self.admit(now, fresh=[s])
+        except SchedulerError:  # it waits; the next admission (at the latest the tick) takes it
+            log.exception("admission after run-now failed; the next tick admits")
         return s
+
+    def admit_pending(self) -> int:
+        """Work-conserving admission outside the tick (run-now, cancel, resume, redrive)."""
+        try:
+            return self.admit()
+        except SchedulerError:
+            log.exception("admission failed; the next tick admits")
+            return 0
+
+    # --- cancel ---------------------------------------------------------------------
+    def cancel(self, s: Session) -> Session | None:
+        """Cancel a run that has not finished. Returns the session as it now stands, or
+        None when it moved meanwhile (look again)."""
+        now = self.c.clock.now().timestamp()
+        if s.status is SessionStatus.RUNNING:
+            if self.c.runs.request_cancel(s):
+                return s.with_(cancel_requested=True)
+            return None
+        if self.c.runs.cancel_waiting(s, now):
+            if s.slot:
+                self.admit_pending()
+            return s.with_(status=SessionStatus.CANCELLED, finished_at=now, stage=None, slot=None,
+                           next_attempt_at=None, cancel_requested=True,
+                           error={"category": "CANCELLED", "message": "cancelled on request"})
+        return None
 
     # --- status, pause ---------------------------------------------------------------
     def status(self, tenant_id: str, admin: bool) -> dict:
         now = self.c.clock.now().timestamp()
         state = self.c.control.state()
-        cap = self.c.control.capacity()
-        live = live_leases(cap.leases.values(), now)
-        mine = [l for l in live if admin or l.tenant_id == tenant_id]
-        sessions = self.c.sessions.batch_get([(l.agent_id, l.session_id) for l in mine])
-        running = sum(1 for s in sessions.values() if s.status is SessionStatus.RUNNING)
-        queued = len(mine) - running
+        shards = self.c.runs.slots(self.s.max_concurrent_agents)
+        used = sum(s.used for s in shards)
+        running = queued = 0
+        if admin:
+            for shard in shards:
+                r, q = self.c.sessions.count_holding(shard.name, None)
+                running, queued = running + r, queued + q
+        else:
+            for shard in shards:
+                r, q = self.c.sessions.count_holding(shard.name, tenant_id)
+                running, queued = running + r, queued + q
         pending: Counter = Counter()
-        for n in range(self.s.due_shards):
+        for n in range(self.s.pending_shards):
             pending.update(self.c.sessions.count_pending(f"p{n:03d}", None if admin else tenant_id))
         from chalicelib.api.serialize import iso
 
@@ -381,12 +427,24 @@ class Dispatcher:
             "queued": queued,
             "pending": {p.value: pending.get(p.value, 0) for p in Priority},
             "pendingTotal": sum(pending.values()),
-            "slotsInUse": len(live),
-            "slotsFree": max(0, self.s.max_concurrent_agents - len(live)),
+            "slotsInUse": used,
+            "slotsFree": max(0, self.s.max_concurrent_agents - used),
             "lastTickAt": iso(state.last_tick_at),
             "dlqDepth": self.c.sessions.count_dlq(None if admin else tenant_id),
             "tickSeconds": self.s.tick_seconds,
         }
+
+    def _publish_status(self) -> None:
+        """``scheduler:status`` to connected clients, only when the counters changed."""
+        try:
+            shards = self.c.runs.slots(self.s.max_concurrent_agents)
+            key = tuple((s.used, s.waiting) for s in shards)
+            if key == self._last_status:
+                return
+            self._last_status = key
+            self.c.events.publish_status(lambda tenant: self.status(tenant, admin=False))
+        except SchedulerError:
+            log.exception("status publish failed")
 
     def set_paused(self, paused: bool) -> None:
         now = self.c.clock.now().timestamp()
@@ -395,21 +453,9 @@ class Dispatcher:
             return
         pauses = add_period_start(state.pauses, now) if paused else close_period(state.pauses, now)
         self.c.control.set_paused(paused, pauses)
+        self._last_status = None
         if not paused:
             self.admit_pending()
 
 
-def _advance_op(agent: Agent, next_run_at: float | None, next_due_at: float | None, runs: int) -> tuple:
-    """Advance the schedule past what this tick planned, if nobody else did first."""
-    a = AgentTenantModel
-    if next_run_at is None:  # past endAt: the schedule leaves the due index
-        actions = [a.next_run_at.remove(), a.due_shard.remove(), a.due_at.remove()]
-    else:
-        actions = [a.next_run_at.set(next_run_at), a.due_at.set(next_due_at)]
-    if runs:
-        actions.append(a.active_runs.add(runs))
-    return ("update", a(agent.tenant_id, agent.agent_id), actions, a.next_run_at == agent.next_run_at)
-
-
-def _group_session_ids(group: TxGroup) -> list[str]:
-    return [op[3].session_id for op in group.ops if len(op) > 3 and hasattr(op[3], "session_id")] + [group.key]
+__all__ = ["Dispatcher", "TickReport", "run_message", "cron_for", "Next"]

@@ -29,3 +29,19 @@ def run_finished(outcome: str, duration_ms: int) -> None:
 def flush() -> None:
     with _lock:
         metrics.flush_metrics()
+
+
+def tick_done(report) -> None:
+    """One tick: how many schedules were due, runs created and admitted, repairs made."""
+    with _lock:
+        metrics.add_metric(name="Ticks", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name="Fires", unit=MetricUnit.Count, value=report.created)
+        metrics.add_metric(name="RunsAdmitted", unit=MetricUnit.Count, value=report.admitted)
+        metrics.add_metric(name="RunsRecovered", unit=MetricUnit.Count, value=report.recovered + report.resent)
+        metrics.add_metric(name="TickFailedGroups", unit=MetricUnit.Count, value=report.failed_groups)
+
+
+def counter_repaired() -> None:
+    """The reconciler set a slot counter to its holders: alarmed on (should never happen)."""
+    with _lock:
+        metrics.add_metric(name="CounterRepairs", unit=MetricUnit.Count, value=1)

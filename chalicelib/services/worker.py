@@ -1,34 +1,39 @@
-"""The worker: claim a run, execute it with a deadline, record the outcome.
+"""The worker: claim a run, execute it with a deadline, end the attempt.
 
-Claims are conditional writes on the session (status and attempt), so a
-duplicate delivery is dropped and counted. A run that fails with a retryable
-error goes back to the pending set with ``nextAttemptAt`` (exponential backoff
-with full jitter) and is re-admitted through the same admission as everything
-else; the last failure (or a permanent one) makes the run DEAD and puts it in
-the dead-letter queue. Every finished attempt releases its slot and admits the
-next waiting run at once.
+Common path, three requests of our own: the claim (one conditional UpdateItem
+that returns the session, so the run is never read first), the agent (cached
+by this process), and the end of the attempt (one transaction: the outcome,
+the slot released or handed to the next waiting run, the agent's counts).
+
+A claim that fails is classified from the stored session: another live
+attempt owns it, it finished, it waits again, or its last attempt was
+abandoned (lease passed), which ends that attempt as failed so the run goes
+back through admission; a message is only dropped when the session is final,
+gone, or provably owned by another live attempt. What happens after an attempt
+is decided by ``domain.runflow``; this module executes it.
 """
 from __future__ import annotations
 
 import logging
 import random
 import threading
+import uuid
 from dataclasses import dataclass
 
 from chalicelib.agents.base import KindDeps
 from chalicelib.agents.executor import Outcome, execute
 from chalicelib.agents.registry import get_kind
 from chalicelib.domain import events as ev
-from chalicelib.domain.backoff import backoff_delay
-from chalicelib.domain.model import ErrorCategory, OverlapPolicy, SessionStatus, Trigger
-from chalicelib.domain.records import STAGE_PENDING, Session
-from chalicelib.errors import ConditionFailed, SchedulerError, ValidationError
+from chalicelib.domain.admission import Admit, send_delay
+from chalicelib.domain.model import ErrorCategory, OverlapPolicy, SessionStatus
+from chalicelib.domain.records import STAGE_ADMITTED, STAGE_PENDING, Session
+from chalicelib.domain.runflow import Backoff, Next, Transition, after_abandoned, after_attempt
+from chalicelib.errors import SchedulerError, ValidationError
 
 log = logging.getLogger("agent_scheduler.worker")
 
-CANCEL_POLL_SECONDS = 1.0
+CANCEL_POLL_SECONDS = 5.0  # a running agent learns of a cancel within this
 EARLY_WAIT_SECONDS = 2.5  # a run delivered this early waits for its second
-OVERLAP_RECHECK_SECONDS = 5.0  # QUEUE_ONE: how often a waiting fire looks again
 SAFETY_MARGIN_SECONDS = 5.0  # left to the worker to record the outcome before Lambda stops it
 
 
@@ -38,11 +43,20 @@ class Delivery:
     agent_id: str
     session_id: str
     attempt: int
+    eligible_at: float | None = None
+    timeout_seconds: float | None = None
+    check_overlap: bool = False
+    waiting: bool = False
 
     @classmethod
     def parse(cls, body: dict) -> "Delivery":
         try:
-            return cls(str(body["t"]), str(body["a"]), str(body["s"]), int(body["n"]))
+            return cls(
+                str(body["t"]), str(body["a"]), str(body["s"]), int(body["n"]),
+                float(body["e"]) if body.get("e") is not None else None,
+                float(body["x"]) if body.get("x") is not None else None,
+                bool(body.get("o")), bool(body.get("w")),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValidationError("body", f"not a run message: {exc}") from None
 
@@ -59,7 +73,7 @@ class RunContext:
         self.input = session.input
         self.deadline = deadline
         self.cancel_requested = False
-        self._last_poll = 0.0
+        self._last_poll = self._now()
         self._limiter = ev.ProgressLimiter(0.5)
         self._lock = threading.Lock()
 
@@ -87,7 +101,7 @@ class RunContext:
         if now - self._last_poll >= CANCEL_POLL_SECONDS:
             self._last_poll = now
             try:
-                s = self.w.c.sessions.get(self.agent_id, self.session_id)
+                s = self.w.c.runs.get(self.agent_id, self.session_id)
                 self.cancel_requested = s is None or s.cancel_requested
             except SchedulerError:
                 pass
@@ -107,6 +121,134 @@ class RunContext:
             self.w.c.clock.sleep(min(0.2, left, max(self.remaining_seconds(), 0.001)))
 
 
+def _backoff(settings, rand) -> Backoff:
+    return Backoff(settings.backoff_base_seconds, settings.backoff_max_seconds, rand)
+
+
+def end_attempt(c, s: Session, t: Transition, now: float, duration_ms: int | None, *,
+                waiting: bool = False, counters: dict | None = None) -> bool:
+    """Execute the end of an attempt of a RUNNING run: the transition in one write (the slot
+    released, or handed to the first waiting run), then the DLQ copy, events and metrics.
+    Returns False when the attempt no longer owned the run."""
+    from chalicelib.adapters.runstore import WaitingHint
+    from chalicelib.services import metrics
+
+    keep = _keep_for_retry(c, s, t, now)
+    hand = _next_waiting(c, s, now) if (waiting and s.slot) else None
+    if keep is not None and hand is not None and _order(keep.candidate) < _order(hand[1].candidate):
+        hand = None  # the retry itself is first in line: it keeps its slot
+    elif hand is not None:
+        keep = None
+    try:
+        res = c.runs.finish(s, t, now, duration_ms, hand_off=hand, keep=keep,
+                            release_if_idle=hand is None and keep is None and bool(s.slot))
+    except WaitingHint:
+        hand = _next_waiting(c, s, now)
+        if keep is not None and (hand is None or _order(keep.candidate) < _order(hand[1].candidate)):
+            res = c.runs.finish(s, t, now, duration_ms, keep=None, hand_off=None)
+            keep = None
+        else:
+            keep = None
+            res = c.runs.finish(s, t, now, duration_ms, hand_off=hand)
+        if hand is None:
+            c.runs.set_waiting([s.slot], False)  # nothing could start: the hint was stale
+    if not res.ok:
+        if counters is not None:
+            counters["superseded"] = counters.get("superseded", 0) + 1
+        return False
+    t = res.applied or t
+    if res.kept and keep is not None:
+        c.dispatcher.send_one(s.with_(status=SessionStatus.RETRYING, stage=STAGE_ADMITTED, next_attempt_at=t.next_attempt_at,
+                                      run_lease_until=keep.lease_until), keep.lease_until)
+    if res.handed_off is not None:
+        nxt = res.handed_off
+        lease = hand[1].lease_until
+        c.dispatcher.send_one(nxt.with_(slot=s.slot, stage=STAGE_ADMITTED, run_lease_until=lease), lease,
+                              waiting=True)
+    final = t.next
+    if t.error and t.error.get("category") == "CANCELLED" and final is not Next.CANCELLED:
+        final = Next.CANCELLED
+    if final is Next.SUCCEEDED:
+        metrics.run_finished("succeeded", duration_ms or 0)
+        c.events.publish(s.tenant_id, s.agent_id, ev.completed(
+            s.agent_id, s.session_id, s.attempt, now=now, duration_ms=duration_ms or 0, output=t.output))
+    elif final is Next.RETRY:
+        metrics.run_finished("failed", duration_ms or 0)
+        c.events.publish(s.tenant_id, s.agent_id, ev.failed(
+            s.agent_id, s.session_id, s.attempt, now=now, category=t.error["category"],
+            message=t.error["message"], will_retry=True, next_attempt_at=t.next_attempt_at))
+    elif final is Next.CANCELLED:
+        c.events.publish(s.tenant_id, s.agent_id, ev.failed(
+            s.agent_id, s.session_id, s.attempt, now=now, category="CANCELLED",
+            message="cancelled on request", will_retry=False, next_attempt_at=None))
+    else:
+        _dead_side_effects(c, s, t, now, duration_ms)
+    return True
+
+
+def _dead_side_effects(c, s: Session, t: Transition, now: float, duration_ms: int | None) -> None:
+    from chalicelib.services import metrics
+
+    error = t.error or {"category": "INTERNAL", "message": "failed"}
+    try:
+        c.dlq.send({"t": s.tenant_id, "a": s.agent_id, "s": s.session_id, "n": s.attempt,
+                    "error": error, "failedAt": now})
+    except SchedulerError:  # the session is DEAD and listed by GET /api/dlq either way
+        log.exception("DLQ copy not sent", extra={"session_id": s.session_id})
+    metrics.run_finished("dead", duration_ms or 0)
+    c.events.publish(s.tenant_id, s.agent_id, ev.failed(
+        s.agent_id, s.session_id, s.attempt, now=now, category=error["category"],
+        message=error["message"], will_retry=False, next_attempt_at=None))
+    threshold = c.settings.alert_after_failures
+    try:
+        if c.runs.raise_alert_once(s.tenant_id, s.agent_id, threshold):
+            text = f"agent {s.agent_id} failed {threshold} runs in a row; last error in session {s.session_id}"
+            try:
+                c.alerts.publish(f"Agent Scheduler alert: {s.agent_id}", {
+                    "tenantId": s.tenant_id, "agentId": s.agent_id, "sessionId": s.session_id,
+                    "consecutiveFailures": threshold, "message": text})
+            except SchedulerError:
+                log.exception("alert publish failed")
+            c.events.publish(s.tenant_id, s.agent_id, ev.alert(
+                s.agent_id, s.session_id, s.attempt, now=now, consecutive_failures=threshold, message=text))
+    except SchedulerError:
+        log.exception("alert check failed")
+
+
+def _order(c) -> tuple:
+    return c.order_key
+
+
+def _keep_for_retry(c, s: Session, t: Transition, now: float) -> Admit | None:
+    """A retry due within the lookahead may keep its slot (sent again with its delay)."""
+    from chalicelib.domain.admission import Candidate
+
+    if t.next is not Next.RETRY or not s.slot or t.next_attempt_at is None:
+        return None
+    if t.next_attempt_at > now + c.settings.lookahead_seconds:
+        return None
+    cand = Candidate(s.session_id, s.tenant_id, s.agent_id, s.priority, t.next_attempt_at, s.timeout_seconds,
+                     s.attempt + 1)
+    lease = max(now, t.next_attempt_at) + c.settings.resend_grace_seconds
+    return Admit(cand, send_delay(t.next_attempt_at, now), s.slot, lease)
+
+
+def _next_waiting(c, s: Session, now: float) -> tuple[Session, Admit] | None:
+    """The first waiting run (admission order) that may start within the lookahead."""
+    from chalicelib.domain.admission import Candidate
+
+    until = now + c.settings.lookahead_seconds
+    for p in sorted(c.runs.pending(want=1, eligible_until=until),
+                    key=lambda x: (x.priority.rank, x.eligible_at, x.session_id)):
+        if p.session_id == s.session_id or p.eligible_at > until:
+            continue
+        cand = Candidate(p.session_id, p.tenant_id, p.agent_id, p.priority, p.eligible_at, p.timeout_seconds,
+                         p.attempt + 1)
+        lease = max(now, p.eligible_at) + c.settings.resend_grace_seconds
+        return p, Admit(cand, send_delay(p.eligible_at, now), s.slot or "", lease)
+    return None
+
+
 class Worker:
     def __init__(self, container, rand=random.random) -> None:
         self.c = container
@@ -122,75 +264,48 @@ class Worker:
         """Process one delivery; returns what happened. Raises only to get a redelivery."""
         d = Delivery.parse(body)
         now = self.c.clock.now().timestamp()
-        s = self.c.sessions.get(d.agent_id, d.session_id)
-        if s is None or s.tenant_id != d.tenant_id:
-            self._count("orphan")
-            self.c.control.release([d.session_id])
-            return "orphan"
-        if s.status.finished:
-            self._count("duplicate")
-            self.c.control.release([d.session_id])
-            return "duplicate"
-        if s.status is SessionStatus.RUNNING:
-            if s.run_lease_until is not None and s.run_lease_until > now:
-                self._count("duplicate")
-                return "duplicate"
-            # The worker that ran it died: this delivery is the next attempt.
-            self._count("abandoned")
-            attempt = s.attempt + 1
-        else:
-            if s.attempt + 1 != d.attempt:
-                self._count("duplicate")
-                return "duplicate"
-            attempt = d.attempt
-        if s.cancel_requested:
-            self._finish_cancelled(s, now)
-            return "cancelled"
-        if attempt > s.max_attempts:
-            self._finish_dead(s, s.attempt, ErrorCategory.INTERNAL, "worker died during the last attempt", now)
-            return "dead"
 
-        agent = self.c.agents.get(s.tenant_id, s.agent_id)
-        if agent is None:
-            self._finish_dead(s, attempt, ErrorCategory.PERMANENT, "agent was deleted", now)
-            return "dead"
-
-        if self._overlaps(agent, s, now):
-            return self._overlap(agent, s, now)
+        if d.check_overlap:
+            verdict = self._overlap(d, now)
+            if verdict is not None:
+                return verdict
 
         # Start exactly on the run's second: SQS delays are whole seconds, sent with slack.
-        early = s.eligible_at - now
-        if 0 < early <= EARLY_WAIT_SECONDS:
-            self.c.clock.sleep(early)
+        if d.eligible_at is not None and 0 < d.eligible_at - now <= EARLY_WAIT_SECONDS:
+            self.c.clock.sleep(d.eligible_at - now)
             now = self.c.clock.now().timestamp()
-        budget = float(s.timeout_seconds)
+        budget = float(d.timeout_seconds or self.s.lease_margin_seconds)
         if remaining_ms is not None:
             budget = max(1.0, min(budget, remaining_ms / 1000.0 - SAFETY_MARGIN_SECONDS))
-        running = s.with_(
-            status=SessionStatus.RUNNING,
-            attempt=attempt,
-            started_at=now,
-            stage=None,
-            next_attempt_at=None,
-            run_lease_until=now + budget + self.s.lease_margin_seconds,
-            error=None,
-        )
-        try:
-            self.c.sessions.save(running, expect_status=[s.status], expect_attempt=s.attempt)
-        except ConditionFailed:
-            self._count("duplicate")
-            return "duplicate"
+        token = uuid.uuid4().hex
+        lease = now + budget + self.s.lease_margin_seconds
+        res = self.c.runs.claim(d.agent_id, d.session_id, d.attempt, token, now, lease)
+        if not res.ok:
+            return self._not_claimed(d, res.session, now)
+        s = res.session
+        if s is None or s.tenant_id != d.tenant_id:  # pragma: no cover - the claim returns the stored run
+            self._count("orphan")
+            return "orphan"
+        if s.timeout_seconds and float(s.timeout_seconds) < budget:
+            budget = float(s.timeout_seconds)
         self._count("started")
         self.c.events.publish(
-            s.tenant_id,
-            s.agent_id,
-            ev.started(s.agent_id, s.session_id, attempt, now=now, scheduled_for=s.scheduled_for, trigger=s.trigger.value),
+            s.tenant_id, s.agent_id,
+            ev.started(s.agent_id, s.session_id, s.attempt, now=now, scheduled_for=s.scheduled_for,
+                       trigger=s.trigger.value),
         )
         from chalicelib.services import metrics
 
         metrics.run_started(lateness_seconds=max(0.0, now - s.eligible_at))
 
-        ctx = RunContext(self, running, attempt, deadline=now + budget)
+        agent = self.c.agents.get_cached(s.tenant_id, s.agent_id, now)
+        if agent is None:
+            t = Transition(Next.DEAD, error={"category": ErrorCategory.PERMANENT.value, "message": "agent was deleted"})
+            end_attempt(self.c, s, t, now, 0, counters=self.counters)
+            self._count("dead")
+            return "dead"
+
+        ctx = RunContext(self, s, s.attempt, deadline=now + budget)
         try:
             kind = get_kind(agent.kind)
             deps = KindDeps(lambda_client=self.c.client("lambda") if agent.kind == "lambda" else None)
@@ -201,175 +316,68 @@ class Worker:
         if not outcome.ok and outcome.category is ErrorCategory.CANCELLED and not ctx.cancel_requested:
             outcome = Outcome(ok=False, category=ErrorCategory.TIMEOUT, message=f"timed out after {budget:g} s")
         end = self.c.clock.now().timestamp()
-        self._record(running, outcome, end)
+        duration_ms = int(round((end - now) * 1000))
+        t = after_attempt(
+            ok=outcome.ok, category=outcome.category, message=outcome.message, output=outcome.output,
+            retry_after=outcome.retry_after, attempt=s.attempt, max_attempts=s.max_attempts,
+            cancel_requested=ctx.cancel_requested, now=end, backoff=_backoff(self.s, self.rand),
+        )
+        if not end_attempt(self.c, s, t, end, duration_ms, waiting=d.waiting, counters=self.counters):
+            return "superseded"
+        name = {Next.SUCCEEDED: "succeeded", Next.RETRY: "retrying", Next.DEAD: "dead", Next.CANCELLED: "cancelled"}[t.next]
+        self._count(name)
         return "succeeded" if outcome.ok else (outcome.category.value if outcome.category else "failed")
 
-    # --- overlap, judged when a scheduled run starts -------------------------------------
-    def _overlaps(self, agent, s: Session, now: float) -> bool:
-        spec = agent.schedule
-        if s.trigger is not Trigger.SCHEDULE or spec is None or spec.overlap_policy is OverlapPolicy.ALLOW:
-            return False
-        if agent.active_runs <= 1:
-            return False
-        for other in self.c.sessions.recent(s.agent_id, 20):
-            if (
-                other.session_id != s.session_id
-                and other.status is SessionStatus.RUNNING
-                and (other.run_lease_until or 0) > now
-            ):
-                return True
-        return False
-
-    def _overlap(self, agent, s: Session, now: float) -> str:
-        if agent.schedule.overlap_policy is OverlapPolicy.QUEUE_ONE:
-            wait = s.with_(stage=STAGE_PENDING, next_attempt_at=now + OVERLAP_RECHECK_SECONDS)
-            try:
-                self.c.sessions.save(wait, expect_status=[s.status], expect_attempt=s.attempt)
-            except ConditionFailed:
-                return "duplicate"
-            self._count("overlap_wait")
-            self._release_and_admit(s.session_id)
-            return "waiting"
-        skipped = s.with_(
-            status=SessionStatus.SKIPPED, skip_reason="OVERLAP", finished_at=now, stage=None, next_attempt_at=None,
-        )
-        try:
-            self.c.sessions.save(skipped, expect_status=[s.status], expect_attempt=s.attempt)
-        except ConditionFailed:
+    def _not_claimed(self, d: Delivery, s: Session | None, now: float) -> str:
+        """Why the claim failed, and what to do about it."""
+        if s is None or s.tenant_id != d.tenant_id:
+            self._count("orphan")
+            return "orphan"
+        if s.status.finished:
+            self._count("duplicate")
             return "duplicate"
-        self._count("overlap_skipped")
-        self.c.agents.add_active_runs(s.tenant_id, s.agent_id, -1)
-        self._release_and_admit(s.session_id)
-        return "skipped"
+        if s.status is SessionStatus.RUNNING:
+            if (s.run_lease_until or 0) > now:
+                self._count("duplicate")  # another live attempt owns it
+                return "duplicate"
+            # The worker that ran it stopped: end that attempt; the run goes back through admission.
+            t = after_abandoned(attempt=s.attempt, max_attempts=s.max_attempts,
+                                cancel_requested=s.cancel_requested, now=now, backoff=_backoff(self.s, self.rand))
+            end_attempt(self.c, s, t, now, None, counters=self.counters)
+            self._count("abandoned")
+            return "abandoned"
+        if s.stage == STAGE_ADMITTED and s.cancel_requested:
+            self.c.runs.cancel_waiting(s, now)
+            self._count("cancelled")
+            return "cancelled"
+        self._count("duplicate")  # an older message of a run that waits again, or a later attempt's
+        return "duplicate"
 
-    # --- outcomes --------------------------------------------------------------------
-    def _record(self, s: Session, outcome: Outcome, now: float) -> None:
-        from chalicelib.services import metrics
+    # --- overlap, judged when a scheduled run starts -------------------------------------
+    def _overlap(self, d: Delivery, now: float) -> str | None:
+        agent = self.c.agents.get_cached(d.tenant_id, d.agent_id, now)
+        spec = agent.schedule if agent else None
+        if spec is None or spec.overlap_policy is OverlapPolicy.ALLOW:
+            return None
+        others = [o for o in self.c.sessions.recent(d.agent_id, 20)
+                  if o.session_id != d.session_id and o.status is SessionStatus.RUNNING
+                  and (o.run_lease_until or 0) > now]
+        if not others:
+            return None
+        s = self.c.runs.get(d.agent_id, d.session_id)
+        if s is None or s.stage != STAGE_ADMITTED or s.attempt + 1 != d.attempt:
+            return None  # let the claim classify it
+        if spec.overlap_policy is OverlapPolicy.QUEUE_ONE:
+            # Wait until the running one is due to end (not a poll every few seconds).
+            until = min(o.run_lease_until or now for o in others)
+            if self.c.runs.wait_again(s, max(until, now + 1), now):
+                self._count("overlap_wait")
+                return "waiting"
+            return "duplicate"
+        if self.c.runs.end_waiting(s, now, SessionStatus.SKIPPED, skip_reason="OVERLAP"):
+            self._count("overlap_skipped")
+            return "skipped"
+        return "duplicate"
 
-        duration_ms = int(round((now - (s.started_at or now)) * 1000))
-        if outcome.ok:
-            done = s.with_(
-                status=SessionStatus.SUCCEEDED, finished_at=now, duration_ms=duration_ms,
-                output=outcome.output, run_lease_until=None, error=None,
-            )
-            if not self._save_finish(done, s):
-                return
-            self.c.agents.record_run_result(s.tenant_id, s.agent_id, failed=False, threshold=self.s.alert_after_failures)
-            self._count("succeeded")
-            metrics.run_finished("succeeded", duration_ms)
-            self.c.events.publish(
-                s.tenant_id, s.agent_id,
-                ev.completed(s.agent_id, s.session_id, s.attempt, now=now, duration_ms=duration_ms, output=outcome.output),
-            )
-            self._release_and_admit(s.session_id)
-            return
-        category = outcome.category or ErrorCategory.INTERNAL
-        message = (outcome.message or category.value)[:2000]
-        if category is ErrorCategory.CANCELLED:
-            self._finish_cancelled(s.with_(duration_ms=duration_ms), now)
-            return
-        if category.retryable and s.attempt < s.max_attempts:
-            delay = backoff_delay(
-                s.attempt, self.s.backoff_base_seconds, self.s.backoff_max_seconds,
-                retry_after=outcome.retry_after, rand=self.rand,
-            )
-            nxt = now + delay
-            retry = s.with_(
-                status=SessionStatus.RETRYING, finished_at=None, duration_ms=duration_ms,
-                error={"category": category.value, "message": message}, next_attempt_at=nxt,
-                stage=STAGE_PENDING, run_lease_until=None, output=outcome.output,
-            )
-            if not self._save_finish(retry, s):
-                return
-            self._count("retrying")
-            metrics.run_finished("failed", duration_ms)
-            self.c.events.publish(
-                s.tenant_id, s.agent_id,
-                ev.failed(s.agent_id, s.session_id, s.attempt, now=now, category=category.value,
-                          message=message, will_retry=True, next_attempt_at=nxt),
-            )
-            self._release_and_admit(s.session_id)
-            return
-        self._finish_dead(s.with_(duration_ms=duration_ms), s.attempt, category, message, now)
 
-    def _save_finish(self, new: Session, old: Session) -> bool:
-        try:
-            self.c.sessions.save(new, expect_status=[SessionStatus.RUNNING], expect_attempt=old.attempt)
-            return True
-        except ConditionFailed:
-            # The run was taken over (its lease expired): the newer attempt records the outcome.
-            self._count("superseded")
-            return False
-
-    def _finish_dead(self, s: Session, attempt: int, category: ErrorCategory, message: str, now: float) -> None:
-        from chalicelib.services import metrics
-
-        dead = s.with_(
-            status=SessionStatus.DEAD, attempt=attempt, finished_at=now,
-            error={"category": category.value, "message": message},
-            stage=None, run_lease_until=None, next_attempt_at=None, in_dlq=True, failed_at=now,
-        )
-        try:
-            self.c.sessions.save(dead, expect_status=[s.status], expect_attempt=s.attempt)
-        except ConditionFailed:
-            self._count("superseded")
-            return
-        self.c.dlq.send({
-            "t": s.tenant_id, "a": s.agent_id, "s": s.session_id, "n": attempt,
-            "error": {"category": category.value, "message": message}, "failedAt": now,
-        })
-        self._count("dead")
-        metrics.run_finished("dead", s.duration_ms or 0)
-        self.c.events.publish(
-            s.tenant_id, s.agent_id,
-            ev.failed(s.agent_id, s.session_id, attempt, now=now, category=category.value,
-                      message=message, will_retry=False, next_attempt_at=None),
-        )
-        raise_alert = self.c.agents.record_run_result(
-            s.tenant_id, s.agent_id, failed=True, threshold=self.s.alert_after_failures
-        )
-        if raise_alert:
-            self._alert(s, attempt, now)
-        self._release_and_admit(s.session_id)
-
-    def _alert(self, s: Session, attempt: int, now: float) -> None:
-        n = self.s.alert_after_failures
-        text = f"agent {s.agent_id} failed {n} runs in a row; last error in session {s.session_id}"
-        try:
-            self.c.alerts.publish(
-                f"Agent Scheduler alert: {s.agent_id}",
-                {"tenantId": s.tenant_id, "agentId": s.agent_id, "sessionId": s.session_id,
-                 "consecutiveFailures": n, "message": text},
-            )
-        except SchedulerError:
-            log.exception("alert publish failed")
-        self._count("alerts")
-        self.c.events.publish(
-            s.tenant_id, s.agent_id,
-            ev.alert(s.agent_id, s.session_id, attempt, now=now, consecutive_failures=n, message=text),
-        )
-
-    def _finish_cancelled(self, s: Session, now: float) -> None:
-        done = s.with_(
-            status=SessionStatus.CANCELLED, finished_at=now, stage=None, run_lease_until=None,
-            next_attempt_at=None, error={"category": "CANCELLED", "message": "cancelled on request"},
-        )
-        try:
-            self.c.sessions.save(done, expect_status=[s.status], expect_attempt=s.attempt)
-        except ConditionFailed:
-            return
-        self._count("cancelled")
-        self.c.agents.add_active_runs(s.tenant_id, s.agent_id, -1)
-        self.c.events.publish(
-            s.tenant_id, s.agent_id,
-            ev.failed(s.agent_id, s.session_id, s.attempt, now=now, category="CANCELLED",
-                      message="cancelled on request", will_retry=False, next_attempt_at=None),
-        )
-        self._release_and_admit(s.session_id)
-
-    def _release_and_admit(self, session_id: str) -> None:
-        self.c.control.release([session_id])
-        try:
-            self.c.dispatcher.admit_pending()
-        except SchedulerError:
-            log.exception("admission after release failed; the next tick admits")
+__all__ = ["Worker", "Delivery", "RunContext", "end_attempt", "STAGE_PENDING"]

@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from chalicelib.domain.admission import Candidate, Lease, plan_admission
+from chalicelib.domain.admission import SLOT_SHARD_SIZE, Candidate, SlotShard, plan_admission, slot_limits
 from chalicelib.domain.backoff import backoff_cap, backoff_delay
 from chalicelib.domain.cron import CronSchedule
 from chalicelib.domain.ids import jitter_offset, pending_rank, scheduled_session_id
@@ -123,35 +123,57 @@ def cand(sid, prio, at=NOW, timeout=60):
     return Candidate(sid, "t", "a-" + sid, Priority(prio), at, timeout)
 
 
+def shards(cap, used=()):
+    return [SlotShard(name, (list(used) + [0] * 99)[k], limit) for k, (name, limit) in enumerate(slot_limits(cap))]
+
+
+def plan(cs, cap, used=(), **kw):
+    return plan_admission(cs, shards(cap, used), now=NOW, lookahead=60, claim_grace=30, **kw)
+
+
 def test_priority_then_time_then_id_under_the_cap():
     cs = [cand("n1", "NORMAL"), cand("l1", "LOW"), cand("c1", "CRITICAL", NOW + 5), cand("h2", "HIGH", NOW + 1), cand("h1", "HIGH")]
-    p = plan_admission(cs, [], cap=3, now=NOW, lookahead=60, lease_margin=60)
+    p = plan(cs, 3)
     assert [a.candidate.session_id for a in p.admit] == ["c1", "h1", "h2"]
     assert [c.session_id for c in p.waiting] == ["n1", "l1"]
+    assert p.blocked
 
 
-def test_live_leases_count_against_the_cap_and_expired_ones_do_not():
-    live = Lease("x", "t", "a", NOW, NOW + 10)
-    dead = Lease("y", "t", "a", NOW, NOW - 1)
-    p = plan_admission([cand("a", "NORMAL"), cand("b", "NORMAL")], [live, dead], cap=2, now=NOW, lookahead=60, lease_margin=60)
-    assert [a.candidate.session_id for a in p.admit] == ["a"] and p.expired == ("y",)
+def test_held_slots_count_against_the_cap():
+    p = plan([cand("a", "NORMAL"), cand("b", "NORMAL")], 2, used=[1])
+    assert [a.candidate.session_id for a in p.admit] == ["a"] and p.free_slots == 1
 
 
-def test_delay_is_whole_seconds_until_the_run_and_lease_covers_the_run():
-    p = plan_admission([cand("a", "NORMAL", NOW + 42.7, timeout=300)], [], cap=1, now=NOW, lookahead=60, lease_margin=60)
+def test_slot_shards_stay_small_and_add_up_to_the_cap():
+    for cap in (1, 5, 100, 101, 999, 1000):
+        limits = slot_limits(cap)
+        assert sum(n for _, n in limits) == cap
+        assert max(n for _, n in limits) <= SLOT_SHARD_SIZE
+        assert max(n for _, n in limits) - min(n for _, n in limits) <= 1
+    assert len(slot_limits(5)) == 1 and len(slot_limits(1000)) == 10
+
+
+def test_admits_spread_over_the_shards_with_most_room_and_never_past_a_shard():
+    p = plan([cand(f"r{i:03d}", "NORMAL") for i in range(250)], 300, used=[95, 0, 50])
+    per = {k: len(v) for k, v in p.by_shard().items()}
+    assert per == {"s000": 5, "s001": 100, "s002": 50} or sum(per.values()) == 155
+    assert all(per[s.name] <= s.free for s in shards(300, [95, 0, 50]))
+
+
+def test_delay_is_whole_seconds_until_the_run_and_the_claim_lease_follows_it():
+    p = plan([cand("a", "NORMAL", NOW + 42.7, timeout=300)], 1)
     a = p.admit[0]
     assert a.delay_seconds == 41  # whole seconds, one second of slack: the worker waits out the rest
-    assert a.lease.expires_at == NOW + 42.7 + 300 + 60
+    assert a.lease_until == NOW + 42.7 + 30  # not claimed by then: sent again
 
 
 def test_runs_beyond_lookahead_and_paused_scheduler_admit_nothing():
-    assert plan_admission([cand("a", "CRITICAL", NOW + 61)], [], cap=5, now=NOW, lookahead=60, lease_margin=60).admit == ()
-    assert plan_admission([cand("a", "CRITICAL")], [], cap=5, now=NOW, lookahead=60, lease_margin=60, paused=True).admit == ()
+    assert plan([cand("a", "CRITICAL", NOW + 61)], 5).admit == ()
+    assert plan([cand("a", "CRITICAL")], 5, paused=True).admit == ()
 
 
-def test_a_held_run_is_not_admitted_twice():
-    held = Lease("a", "t", "a-a", NOW, NOW + 100)
-    assert plan_admission([cand("a", "HIGH")], [held], cap=5, now=NOW, lookahead=60, lease_margin=60).admit == ()
+def test_duplicate_candidates_are_admitted_once():
+    assert len(plan([cand("a", "HIGH"), cand("a", "HIGH")], 5).admit) == 1
 
 
 def test_pending_rank_sorts_in_admission_order():

@@ -1,0 +1,410 @@
+"""The run path's writes: slot counters and the session transitions that hold slots.
+
+Each transition is one request: a conditional UpdateItem, or one transaction
+when a slot counter (or the agent's run counts) must change with the session.
+Every write stamps its token on the session (``tx``, or ``claim`` for a
+claim), so a write that committed and then reported failure is recognised on
+read-back ("was it me?") and never mistaken for a lost race.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from chalicelib.adapters.dynamo import session_from_item
+from chalicelib.adapters.errors import aws_call, translate
+from chalicelib.adapters.tables import AgentTenantModel, ControlModel, SessionModel
+from chalicelib.adapters.transact import Tx, request_token
+from chalicelib.domain.admission import Admit, SlotShard, slot_limits
+from chalicelib.domain.ids import pending_rank, pending_shard
+from chalicelib.domain.model import SessionStatus
+from chalicelib.domain.records import STAGE_ADMITTED, STAGE_PENDING, Session
+from chalicelib.domain.runflow import Next, Transition
+from chalicelib.errors import ConditionFailed
+
+log = logging.getLogger("agent_scheduler.runstore")
+
+STATE = "STATE"
+SLOTS = "SLOTS#"
+
+
+def slot_key(shard: str) -> str:
+    return SLOTS + shard
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    ok: bool
+    session: Session | None  # as stored after the attempt to claim
+
+
+@dataclass(frozen=True)
+class FinishResult:
+    ok: bool  # False: the attempt no longer owned the run (superseded or cancelled first)
+    handed_off: Session | None = None  # the waiting run that took over the slot
+    applied: Transition | None = None  # what was written (a cancel can turn a retry into CANCELLED)
+    kept: bool = False  # the retry kept its slot (ADMITTED for its next attempt)
+
+
+class RunStore:
+    def __init__(self, pending_shards: int, retention_days: int) -> None:
+        self.pending_shards = pending_shards
+        self.retention = retention_days * 86400
+
+    # --- reading ------------------------------------------------------------------
+    def get(self, agent_id: str, session_id: str) -> Session | None:
+        with aws_call("get session"):
+            try:
+                return session_from_item(SessionModel.get(agent_id, session_id, consistent_read=True))
+            except SessionModel.DoesNotExist:
+                return None
+
+    def slots(self, cap: int) -> list[SlotShard]:
+        """The slot counters of ``cap`` (one BatchGetItem); a counter never written is empty."""
+        limits = slot_limits(cap)
+        with aws_call("read slot counters"):
+            items = {m.pk: m for m in ControlModel.batch_get([slot_key(n) for n, _ in limits])}
+        out = []
+        for name, limit in limits:
+            m = items.get(slot_key(name))
+            audit = (int(m.audit[0]), int(m.audit[1])) if m is not None and m.audit else None
+            out.append(SlotShard(name, int(m.used or 0) if m else 0, limit, waiting=bool(m and m.waiting), audit=audit))
+        return out
+
+    def pending(self, *, want: int, eligible_until: float) -> list[Session]:
+        """The first waiting runs of each pending shard, until ``want`` of them are eligible."""
+        out: list[Session] = []
+        with aws_call("query pending runs"):
+            for n in range(self.pending_shards):
+                eligible = 0
+                for m in SessionModel.pending_index.query(f"p{n:03d}", page_size=max(want * 2, 10)):
+                    s = session_from_item(m)
+                    out.append(s)
+                    if s.eligible_at <= eligible_until:
+                        eligible += 1
+                        if eligible >= want:
+                            break
+        return out
+
+    def expired(self, shard: str, now: float, limit: int) -> list[Session]:
+        """Runs of one slot shard whose lease has passed (oldest first), at most ``limit``."""
+        with aws_call("query expired leases"):
+            return [session_from_item(m) for m in SessionModel.active_index.query(
+                shard, SessionModel.run_lease_until < now, limit=limit)]
+
+    def holders(self, shard: str) -> int:
+        with aws_call("count slot holders"):
+            return SessionModel.active_index.count(shard)
+
+    # --- slot counters ------------------------------------------------------------
+    def set_waiting(self, shards: Iterable[str], waiting: bool) -> None:
+        """The 'runs are waiting for a slot' hint on the counters (read by finishing workers)."""
+        c = ControlModel
+        for shard in shards:
+            with aws_call("set waiting hint"):
+                c(slot_key(shard)).update(actions=[c.waiting.set(True) if waiting else c.waiting.remove()])
+
+    def repair(self, shard: str, expect_used: int, holders: int) -> bool:
+        """Set a counter to the number of sessions holding its slots, if it did not move."""
+        c = ControlModel
+        with aws_call("repair slot counter"):
+            try:
+                c(slot_key(shard)).update(actions=[c.used.set(holders), c.audit.remove()],
+                                          condition=c.used == expect_used)
+                return True
+            except Exception as exc:
+                if isinstance(translate(exc, "repair"), ConditionFailed):
+                    return False
+                raise
+
+    def note_audit(self, shard: str, seen: list[int] | None) -> None:
+        c = ControlModel
+        with aws_call("note counter audit"):
+            c(slot_key(shard)).update(actions=[c.audit.set(seen) if seen else c.audit.remove()])
+
+    # --- admission: PENDING -> ADMITTED, one slot each ---------------------------------
+    def admit(self, shard: SlotShard, admits: Sequence[Admit], sessions: dict[str, Session],
+              now: float) -> tuple[list[Admit], list[str]]:
+        """Take ``len(admits)`` slots of ``shard`` and mark those runs ADMITTED, all or nothing.
+
+        Returns (admitted, gone): ``gone`` are runs another admitter (or a cancel) moved first;
+        the others are retried without them. A full counter admits nothing (another admitter
+        took the slots: the caller re-plans).
+        """
+        todo = list(admits)
+        while todo:
+            token = request_token("admit", now, shard.name, *[a.candidate.session_id for a in todo])
+            tx = Tx(token)
+            c = ControlModel
+            n = len(todo)
+            tx.update("counter", c(slot_key(shard.name)), [c.used.add(n)],
+                      c.used.does_not_exist() | (c.used <= shard.limit - n))
+            for a in todo:
+                s = sessions[a.candidate.session_id]
+                m = SessionModel
+                tx.update(s.session_id, m(s.agent_id, s.session_id), [
+                    m.stage.set(STAGE_ADMITTED), m.admitted_at.set(now), m.slot.set(shard.name),
+                    m.run_lease_until.set(a.lease_until), m.tx.set(token),
+                    m.pending_shard.remove(), m.pending_rank.remove(),
+                ], (m.stage == STAGE_PENDING) & (m.attempt == s.attempt) & (m.cancel_requested.does_not_exist()))
+            res = tx.commit("admit runs")
+            if res.ok:
+                return todo, []
+            if "counter" in res.failed:
+                return [], []
+            gone = set(res.failed)
+            mine = self._written_by(todo, sessions, token)
+            if mine:  # an earlier try of this very transaction committed
+                return todo, []
+            todo = [a for a in todo if a.candidate.session_id not in gone]
+            if not todo:
+                return [], sorted(gone)
+        return [], []
+
+    def _written_by(self, admits: Sequence[Admit], sessions: dict[str, Session], token: str) -> bool:
+        first = sessions[admits[0].candidate.session_id]
+        now_s = self.get(first.agent_id, first.session_id)
+        return now_s is not None and now_s.tx == token
+
+    # --- the claim: ADMITTED -> RUNNING -----------------------------------------------
+    def claim(self, agent_id: str, session_id: str, attempt: int, token: str, now: float,
+              lease_until: float) -> ClaimResult:
+        """ADMITTED -> RUNNING for ``attempt``, stamped with ``token``; one UpdateItem that
+        returns the run. When the condition fails, the stored run tells whether the claim was
+        ours after all (a retried write that had committed) or why not."""
+        m = SessionModel
+        item = m(agent_id, session_id)
+        actions = [
+            m.status.set(SessionStatus.RUNNING.value), m.attempt.set(attempt), m.started_at.set(now),
+            m.run_lease_until.set(lease_until), m.claim.set(token), m.stage.remove(), m.next_attempt_at.remove(),
+            m.finished_at.remove(),
+        ]
+        cond = (m.stage == STAGE_ADMITTED) & (m.attempt == attempt - 1) & m.slot.exists() \
+            & m.cancel_requested.does_not_exist()
+        try:
+            with aws_call("claim run"):
+                item.update(actions=actions, condition=cond)
+            return ClaimResult(True, session_from_item(item))
+        except ConditionFailed:
+            now_s = self.get(agent_id, session_id)
+            mine = (now_s is not None and now_s.status is SessionStatus.RUNNING
+                    and now_s.claim == token and now_s.attempt == attempt)
+            return ClaimResult(mine, now_s)
+
+    # --- the end of an attempt ------------------------------------------------------------
+    def finish(self, s: Session, t: Transition, now: float, duration_ms: int | None,
+               hand_off: tuple[Session, Admit] | None = None, count_agent: bool = True,
+               release_if_idle: bool = False, keep: Admit | None = None) -> FinishResult:
+        """One transaction: the session's outcome, its slot released (or handed to
+        ``hand_off``, which becomes ADMITTED in its place), the agent's run counts.
+
+        ``release_if_idle``: release only while no run is waiting (the counter's hint is
+        off); raises ``WaitingHint`` otherwise, so the caller looks for a run to hand off to.
+        ``keep``: a retry that keeps its slot (ADMITTED again for its next attempt), only
+        while no run is waiting; raises ``WaitingHint`` otherwise.
+        """
+        token = request_token("finish", s.session_id, s.attempt, s.claim, t.next.value,
+                              hand_off[0].session_id if hand_off else "", "keep" if keep else "")
+        tx = self._finish_tx(s, t, now, duration_ms, token, hand_off, count_agent, release_if_idle, keep=keep)
+        res = tx.commit("finish run")
+        done = FinishResult(True, hand_off[0] if hand_off else None, t, keep is not None)
+        if res.ok:
+            return done
+        current = self.get(s.agent_id, s.session_id)
+        if current is not None and current.tx == token:
+            return done
+        if keep is not None and "hint" in res.failed and "session" not in res.failed:
+            raise WaitingHint()
+        if "session" in res.failed:
+            if current is not None and current.cancel_requested and t.next is Next.RETRY \
+                    and current.status is SessionStatus.RUNNING and current.claim == s.claim:
+                # a cancel arrived while the attempt ran: it ends the run instead of a retry
+                cancelled = Transition(Next.CANCELLED, error={"category": "CANCELLED", "message": "cancelled on request"},
+                                       output=t.output)
+                return self.finish(s.with_(cancel_requested=True), cancelled, now, duration_ms,
+                                   hand_off, count_agent, release_if_idle)
+            return FinishResult(False)
+        if "agent" in res.failed:  # the agent was deleted meanwhile: nothing to count
+            return self.finish(s, t, now, duration_ms, hand_off, False, release_if_idle)
+        if "counter" in res.failed and release_if_idle:
+            raise WaitingHint()
+        if "counter" in res.failed:  # the counter was repaired below this slot: nothing to give back
+            log.warning("slot counter already released", extra={"session_id": s.session_id})
+            return self._finish_without_counter(s, t, now, duration_ms, token, count_agent)
+        if hand_off is not None:  # the next run moved meanwhile, or the scheduler is paused
+            return self.finish(s, t, now, duration_ms, None, count_agent, False)
+        return FinishResult(False)
+
+    def _finish_without_counter(self, s, t, now, duration_ms, token, count_agent) -> FinishResult:
+        tx = self._finish_tx(s, t, now, duration_ms, token, None, count_agent, False, counter=False)
+        res = tx.commit("finish run")
+        return FinishResult(res.ok, None, t)
+
+    def _finish_tx(self, s: Session, t: Transition, now: float, duration_ms: int | None, token: str,
+                   hand_off, count_agent: bool, release_if_idle: bool, counter: bool = True,
+                   keep: Admit | None = None) -> Tx:
+        m = SessionModel
+        tx = Tx(token)
+        actions = [m.status.set(t.next.status.value), m.tx.set(token), m.slot.remove(), m.run_lease_until.remove(),
+                   m.claim.remove()]
+        actions.append(m.error.set(t.error) if t.error else m.error.remove())
+        actions.append(m.output.set(t.output) if t.output is not None else m.output.remove())
+        if duration_ms is not None:
+            actions.append(m.duration_ms.set(duration_ms))
+        if t.final:
+            actions += [m.finished_at.set(now), m.next_attempt_at.remove(), m.stage.remove(),
+                        m.expires_at.set(_ttl(now + self.retention))]
+            if t.next is Next.DEAD:
+                actions += [m.dlq_tenant.set(s.tenant_id), m.failed_at.set(now)]
+        elif keep is not None:
+            actions = [a for a in actions if not _touches(a, ("slot", "run_lease_until"))]
+            actions += [m.next_attempt_at.set(t.next_attempt_at), m.stage.set(STAGE_ADMITTED),
+                        m.admitted_at.set(now), m.run_lease_until.set(keep.lease_until)]
+        else:
+            retry = s.with_(next_attempt_at=t.next_attempt_at)
+            actions += [m.next_attempt_at.set(t.next_attempt_at), m.stage.set(STAGE_PENDING),
+                        m.pending_shard.set(pending_shard(s.session_id, self.pending_shards)),
+                        m.pending_rank.set(pending_rank(s.priority.rank, retry.eligible_at, s.session_id))]
+        cond = (m.status == s.status.value) & (m.attempt == s.attempt)
+        cond = cond & ((m.claim == s.claim) if s.claim else m.claim.does_not_exist())
+        if t.next is Next.RETRY:
+            cond = cond & m.cancel_requested.does_not_exist()
+        tx.update("session", m(s.agent_id, s.session_id), actions, cond)
+        c = ControlModel
+        if keep is not None:
+            tx.check("hint", c, slot_key(s.slot), None, c.waiting.does_not_exist())
+        elif s.slot and counter:
+            if hand_off is None:
+                ccond = c.used >= 1
+                if release_if_idle:
+                    ccond = ccond & c.waiting.does_not_exist()
+                tx.update("counter", c(slot_key(s.slot)), [c.used.add(-1)], ccond)
+            else:
+                nxt, admit = hand_off
+                tx.update(nxt.session_id, m(nxt.agent_id, nxt.session_id), [
+                    m.stage.set(STAGE_ADMITTED), m.admitted_at.set(now), m.slot.set(s.slot),
+                    m.run_lease_until.set(admit.lease_until), m.tx.set(token),
+                    m.pending_shard.remove(), m.pending_rank.remove(),
+                ], (m.stage == STAGE_PENDING) & (m.attempt == nxt.attempt) & m.cancel_requested.does_not_exist())
+                tx.check("state", c, STATE, None, c.paused.does_not_exist() | (c.paused == False))  # noqa: E712
+        if count_agent and t.final:
+            a = AgentTenantModel
+            agent_actions = [a.active_runs.add(-1)]
+            if t.next is Next.SUCCEEDED:
+                agent_actions += [a.consecutive_failures.set(0), a.alerted.set(False)]
+            elif t.next is Next.DEAD:
+                agent_actions += [a.consecutive_failures.add(1)]
+            tx.update("agent", a(s.tenant_id, s.agent_id), agent_actions, a.agent_id.exists())
+        return tx
+
+    def raise_alert_once(self, tenant_id: str, agent_id: str, threshold: int) -> bool:
+        """True exactly once when the agent's consecutive failures reach ``threshold``."""
+        a = AgentTenantModel
+        with aws_call("raise alert"):
+            try:
+                a(tenant_id, agent_id).update(
+                    actions=[a.alerted.set(True)],
+                    condition=a.agent_id.exists() & (a.consecutive_failures >= threshold) & (a.alerted != True),  # noqa: E712
+                )
+                return True
+            except Exception as exc:
+                if isinstance(translate(exc, "raise alert"), ConditionFailed):
+                    return False
+                raise
+
+    # --- recovery --------------------------------------------------------------------------
+    def extend_lease(self, s: Session, lease_until: float) -> bool:
+        """An ADMITTED run nobody claimed: keep its slot a while longer (it is sent again)."""
+        m = SessionModel
+        try:
+            with aws_call("extend lease"):
+                m(s.agent_id, s.session_id).update(
+                    actions=[m.run_lease_until.set(lease_until)],
+                    condition=(m.stage == STAGE_ADMITTED) & (m.attempt == s.attempt) & (m.run_lease_until == s.run_lease_until),
+                )
+            return True
+        except ConditionFailed:
+            return False
+
+    def cancel_waiting(self, s: Session, now: float) -> bool:
+        """QUEUED/RETRYING (waiting or admitted, not running) -> CANCELLED, its slot released."""
+        return self.end_waiting(s, now, SessionStatus.CANCELLED)
+
+    def end_waiting(self, s: Session, now: float, status: SessionStatus, skip_reason: str | None = None) -> bool:
+        """A run that is not running (waiting or admitted) ends CANCELLED or SKIPPED, its slot
+        released and the agent's active count lowered, in one transaction."""
+        token = request_token("end", s.session_id, s.attempt, s.stage, status.value)
+        m = SessionModel
+        tx = Tx(token)
+        actions = [m.status.set(status.value), m.tx.set(token), m.finished_at.set(now),
+                   m.stage.remove(), m.slot.remove(), m.run_lease_until.remove(),
+                   m.next_attempt_at.remove(), m.pending_shard.remove(), m.pending_rank.remove(),
+                   m.expires_at.set(_ttl(now + self.retention))]
+        if status is SessionStatus.CANCELLED:
+            actions += [m.cancel_requested.set(True),
+                        m.error.set({"category": "CANCELLED", "message": "cancelled on request"})]
+        if skip_reason:
+            actions.append(m.skip_reason.set(skip_reason))
+        cond = (m.status == s.status.value) & (m.attempt == s.attempt)
+        cond = cond & ((m.stage == s.stage) if s.stage else m.stage.does_not_exist())
+        tx.update("session", m(s.agent_id, s.session_id), actions, cond)
+        if s.slot:
+            c = ControlModel
+            tx.update("counter", c(slot_key(s.slot)), [c.used.add(-1)], c.used >= 1)
+        a = AgentTenantModel
+        tx.update("agent", a(s.tenant_id, s.agent_id), [a.active_runs.add(-1)], a.agent_id.exists())
+        res = tx.commit("cancel run")
+        if res.ok:
+            return True
+        current = self.get(s.agent_id, s.session_id)
+        return current is not None and current.tx == token
+
+    def request_cancel(self, s: Session) -> bool:
+        """A RUNNING run: flag it; its worker stops it and the flag forbids a retry."""
+        m = SessionModel
+        try:
+            with aws_call("request cancel"):
+                m(s.agent_id, s.session_id).update(
+                    actions=[m.cancel_requested.set(True)],
+                    condition=(m.status == SessionStatus.RUNNING.value) & (m.attempt == s.attempt),
+                )
+            return True
+        except ConditionFailed:
+            return False
+
+    def wait_again(self, s: Session, next_attempt_at: float, now: float) -> bool:
+        """An ADMITTED or RUNNING-claimed run that must wait (overlap): back to the pending set,
+        slot released, same attempt number."""
+        token = request_token("wait", s.session_id, s.attempt, next_attempt_at)
+        m = SessionModel
+        tx = Tx(token)
+        tx.update("session", m(s.agent_id, s.session_id), [
+            m.stage.set(STAGE_PENDING), m.next_attempt_at.set(next_attempt_at), m.tx.set(token),
+            m.slot.remove(), m.run_lease_until.remove(), m.claim.remove(),
+            m.pending_shard.set(pending_shard(s.session_id, self.pending_shards)),
+            m.pending_rank.set(pending_rank(s.priority.rank, next_attempt_at, s.session_id)),
+        ], (m.stage == STAGE_ADMITTED) & (m.attempt == s.attempt) & (m.slot == s.slot))
+        c = ControlModel
+        tx.update("counter", c(slot_key(s.slot)), [c.used.add(-1)], c.used >= 1)
+        res = tx.commit("wait again")
+        if res.ok:
+            return True
+        current = self.get(s.agent_id, s.session_id)
+        return current is not None and current.tx == token
+
+
+def _touches(action, names: tuple[str, ...]) -> bool:
+    """Whether a pynamodb update action sets or removes one of the attributes ``names``."""
+    path = getattr(action, "values", [None])[0]
+    return getattr(path, "attribute_name", None) in names or str(path) in names
+
+
+class WaitingHint(Exception):
+    """Runs wait for a slot: hand this one over instead of releasing it."""
+
+
+def _ttl(epoch: float):
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(int(epoch), tz=timezone.utc)
