@@ -15,6 +15,9 @@ from chalicelib.services import wiring
 from chalicelib.services.container import Container
 from chalicelib.settings import Settings
 from tests.conftest import T0
+from devtools import moto_fixes
+
+moto_fixes.apply()  # one table copy per moto transaction, transactions serialised
 
 SECRET = "test-secret"
 

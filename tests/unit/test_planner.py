@@ -174,13 +174,3 @@ def test_an_on_time_fire_supersedes_the_catch_up_run():
              pauses=[(ts("2026-03-02T12:30:00+00:00"), ts("2026-03-02T12:39:59+00:00"))])
     assert [r.fire_at for r in p.runs] == [ts("2026-03-02T12:40:00+00:00")]
     assert [(s.fire_at, s.reason) for s in p.skips] == [(ts("2026-03-02T12:35:00+00:00"), SkipReason.PAUSED)]
-
-
-def test_delay_counts_from_when_each_batch_is_sent():
-    from chalicelib.adapters.queues import OutMessage
-
-    m = OutMessage("s", {}, delay_seconds=41, deliver_at=NOW + 41.7)
-    assert m.delay(NOW) == 41
-    assert m.delay(NOW + 3.2) == 38, "a batch sent 3.2 s into a long tick waits 3 s less"
-    assert m.delay(NOW + 100) == 0
-    assert m.delay(None) == 41
