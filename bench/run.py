@@ -80,7 +80,7 @@ def main(argv=None) -> int:
 
 def _run(args) -> int:
     from bench import capacity, cronrate, data, lateness, report
-    from bench.aws_bench import WORKER_PHASES, measure_cpu, measure_on_moto, profile_by_package
+    from bench.aws_bench import measure_cpu, measure_on_moto, profile_by_package
     from bench.capacity import latency_s, mix_seconds
 
     t_start = time.perf_counter()
@@ -353,7 +353,7 @@ def _markdown(args, machine, header, rows, motos, cpus, packages, cap_rows, tick
     hdr = ["scenario", "system", "runs", "p50 s", "p99 s", "max s", "> 1 s late", "waited for a slot",
            "p99 CRITICAL", "p99 HIGH", "p99 NORMAL", "p99 LOW"]
     rws = []
-    for (scn, system), r in sims.items():
+    for (scn, _system), r in sims.items():
         s = lateness.summarize(r)
         label = r.system
         cap = next(x.cap for x in scenarios if x.name == scn)

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterable, Sequence
 
-from chalicelib.domain.model import CatchupPolicy, OverlapPolicy, Priority, SkipReason
 from chalicelib.domain.ids import jitter_offset
+from chalicelib.domain.model import CatchupPolicy, OverlapPolicy, Priority, SkipReason
 
 MAX_CATCHUP_RUNS = 100  # CatchupPolicy.ALL runs at most this many missed fires per tick
 MAX_SKIP_RECORDS = 100  # SKIPPED sessions written per schedule per tick (the ledger derives the rest)
@@ -75,10 +75,7 @@ class ScheduleSpec:
 
 
 def in_periods(t: float, periods: Iterable[Sequence[float | None]]) -> bool:
-    for start, end in periods:
-        if start <= t and (end is None or t < end):
-            return True
-    return False
+    return any(start <= t and (end is None or t < end) for start, end in periods)
 
 
 def add_period_start(periods, at: float) -> tuple:

@@ -100,7 +100,7 @@ class AgentService:
                 name=body.get("name", agent.name),
                 kind=kind,
                 config=config,
-                description=body["description"] if "description" in body else agent.description,
+                description=body.get("description", agent.description),
                 timeout_seconds=body.get("timeoutSeconds", agent.timeout_seconds),
                 max_retries=body.get("maxRetries", agent.max_retries),
                 updated_at=self.now(),

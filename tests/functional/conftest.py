@@ -14,8 +14,8 @@ from chalicelib.clock import FixedClock
 from chalicelib.services import wiring
 from chalicelib.services.container import Container
 from chalicelib.settings import Settings
-from tests.conftest import T0
 from devtools import moto_fixes
+from tests.conftest import T0
 
 moto_fixes.apply()  # one table copy per moto transaction, transactions serialised
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from cronsim import CronSim, CronSimError
 from croniter import croniter
+from cronsim import CronSim, CronSimError
 
 from chalicelib.domain.cron import CronError, CronSchedule, parse_timezone, schedule_warnings
 

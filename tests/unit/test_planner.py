@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-import pytest
-
 from chalicelib.domain.admission import Candidate, Lease, plan_admission
 from chalicelib.domain.backoff import backoff_cap, backoff_delay
 from chalicelib.domain.cron import CronSchedule
