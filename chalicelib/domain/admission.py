@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from chalicelib.domain.model import Priority
 
@@ -26,11 +26,11 @@ class Lease:
     fire_at: float  # when the run should start
     expires_at: float
 
-    def to_item(self) -> dict:
+    def to_item(self) -> dict[str, Any]:
         return {"t": self.tenant_id, "a": self.agent_id, "f": self.fire_at, "e": self.expires_at}
 
     @classmethod
-    def from_item(cls, session_id: str, item: Mapping) -> "Lease":
+    def from_item(cls, session_id: str, item: Mapping[str, Any]) -> "Lease":
         return cls(session_id, str(item["t"]), str(item["a"]), float(item["f"]), float(item["e"]))
 
 
@@ -47,7 +47,7 @@ class Candidate:
     attempt: int = 1  # the attempt the run will make when admitted
 
     @property
-    def order_key(self) -> tuple:
+    def order_key(self) -> tuple[int, float, str]:
         return (self.priority.rank, self.eligible_at, self.session_id)
 
 
