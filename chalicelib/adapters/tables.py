@@ -21,6 +21,8 @@ Key design
 """
 from __future__ import annotations
 
+from typing import Any
+
 from pynamodb.attributes import (
     BooleanAttribute,
     JSONAttribute,
@@ -131,8 +133,8 @@ class ControlModel(Model):
     version = NumberAttribute(default=0)
     paused = BooleanAttribute(null=True)
     last_tick_at = NumberAttribute(null=True)
-    pauses = ListAttribute(null=True)  # recent [paused_at, resumed_at|null] pairs
-    leases = MapAttribute(null=True)  # session_id -> {"t": tenant, "a": agent, "f": fire, "e": expiry}
+    pauses: ListAttribute[list] = ListAttribute(null=True)  # recent [paused_at, resumed_at|null] pairs
+    leases: MapAttribute[str, Any] = MapAttribute(null=True)  # session_id -> {"t": tenant, "a": agent, "f": fire, "e": expiry}
 
 
 class TenantIndex(GlobalSecondaryIndex):

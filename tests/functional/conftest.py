@@ -38,8 +38,8 @@ class Api:
 
     def call(self, method: str, path: str, body=None, headers=None, raw: str | None = None):
         data = raw if raw is not None else (json.dumps(body) if body is not None else None)
-        resp = self.client.http.request(method, path, headers=self._headers(headers), body=data)
-        resp.json = json.loads(resp.body) if resp.body else None
+        resp = self.client.http.request(method, path, headers=self._headers(headers), body=data)  # type: ignore[arg-type]
+        resp.json = json.loads(resp.body) if resp.body else None  # type: ignore[attr-defined]
         return resp
 
     def get(self, path, **kw):
