@@ -1,10 +1,11 @@
-# Agent Scheduler: `make run` (the whole system locally) and `make test` (the whole suite).
+# Agent Scheduler: `make run` (the whole system locally), `make test` (the whole suite) and
+# `make check` (lint, types, layer contracts).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit venv clean synth deploy bench test-scale
+.PHONY: run test unit check venv clean synth deploy bench test-scale
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,11 +21,19 @@ run: $(STAMP)
 test: $(INFRA_STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
+# Pure tests only: no moto, no adapters (the layer contracts in .importlinter hold tests.unit to that).
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
 
+# Lint (ruff.toml), types (mypy.ini) and the layer contracts (.importlinter); .pre-commit-config.yaml
+# runs the same three. `ruff format` is not enforced yet (see ruff.toml).
+check: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
 # --- infra: the CDK app in infra/ (see infra/README.md) ----------------------------------
 INFRA_STAMP := $(VENV)/.infra-installed
@@ -34,8 +43,10 @@ CDK ?= npx --yes aws-cdk@2
 AGENT_FUNCTION_ARNS ?=
 
 # `test: $(INFRA_STAMP)` above is read before INFRA_STAMP is defined (make expands
-# prerequisites as it reads them), so the dependency is declared again here.
+# prerequisites as it reads them), so the dependency is declared again here. `check` needs it too:
+# mypy reads the CDK app's imports.
 test: $(INFRA_STAMP)
+check: $(INFRA_STAMP)
 
 $(INFRA_STAMP): $(STAMP) requirements-infra.txt
 	$(PY) -m pip install --quiet -r requirements-infra.txt
@@ -49,12 +60,13 @@ synth: $(INFRA_STAMP)
 deploy: synth
 	$(CDK) deploy --app $(CDK_OUT) --all --require-approval broadening
 
-# The many-due admission test alone (10,000 by default, also part of `make test`); N=... to change it.
+# The many-due admission test alone at N due schedules (10,000 by default; `make test` runs it at
+# 2,000, the default of SCHEDULER_TEST_BULK_N in tests/functional/test_dispatch.py).
 N ?= 10000
 test-scale: $(STAMP)
 	SCHEDULER_TEST_BULK_N=$(N) $(PY) -m pytest -q tests/functional/test_dispatch.py -k many_due
 
-# Benchmarks of DESIGN 2.3 (a few minutes; never part of `make test`): prints the table and writes
-# bench/RESULTS.md and bench/lateness.svg. The smoke test (tests/unit/test_bench_smoke.py) runs it on tiny sizes.
+# Cost and speed benchmarks (a few minutes; never part of `make test`): prints the table and writes
+# bench/RESULTS.md and bench/lateness.svg. The smoke test (tests/functional/test_bench_smoke.py) runs it on tiny sizes.
 bench: $(STAMP)
 	$(PY) -m bench

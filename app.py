@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from typing import Literal
 
 from chalice import Chalice, Response
 
@@ -29,7 +30,8 @@ def _error(exc: SchedulerError) -> Response:
     return Response(body=exc.to_body(), status_code=exc.status_code, headers={"Content-Type": "application/json"})
 
 
-def api(*, auth_required: bool = True, admin: bool = False, body: bool = False, status: int = 200):
+def api(*, auth_required: bool = True, admin: bool = False, body: Literal["required", "optional"] | None = None,
+        status: int = 200):
     """Wrap a view: auth, JSON body, one error mapping, never a 500 for bad input."""
 
     def decorate(fn):

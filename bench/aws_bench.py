@@ -160,11 +160,11 @@ def measure_on_moto(n: int, *, worker_sample: int = 20, cap: int | None = None, 
         counter.wrap(w, "_record", "finish")
         counter.wrap(c.control, "release", "release")
         counter.wrap(c.dispatcher, "admit_pending", "admission")
-        results = Counter()
+        results: Counter[str] = Counter()
         sample = sent[:worker_sample]
-        for body in sample:
+        for msg in sample:
             with counter.phase("claim"):
-                results[w.handle(body)] += 1
+                results[w.handle(msg)] += 1
         if results.get("succeeded", 0) != len(sample):
             raise RuntimeError(f"worker sample did not succeed: {dict(results)}")
         worker = {p: counter.by_op([p]) for p in WORKER_PHASES}
@@ -184,8 +184,8 @@ def measure_on_moto(n: int, *, worker_sample: int = 20, cap: int | None = None, 
         scan_bytes = sum(len(body) for op, _, _, body in base_log if op == "Scan")
         bsent = take(base_url, region)
         with bcount.phase("worker"):
-            for body in bsent[: len(sample)]:
-                b.work(body, FIRE)
+            for msg in bsent[: len(sample)]:
+                b.work(msg, FIRE)
         base_worker = bcount.by_op(["worker"])
         bcount.detach()
         log(f"  moto: baseline tick: {breport['sent']} fires, {sum(base_tick.values())} requests "
@@ -344,7 +344,7 @@ def profile_by_package(settings: Settings, log_: list) -> dict[str, float]:
     prof.disable()
     rp.detach()
     shares: Counter = Counter()
-    for (filename, _, _), (_, _, tottime, _, _) in pstats.Stats(prof).stats.items():
+    for (filename, _, _), (_, _, tottime, _, _) in pstats.Stats(prof).stats.items():  # type: ignore[attr-defined]
         f = filename.replace("\\", "/")
         if "/chalicelib/" in f:
             key = "chalicelib (the project)"
@@ -410,6 +410,7 @@ def measure_planning(m: MotoResult, repeats: int) -> tuple[float, float]:
     serialized = [x.serialize() for x in items]
     now = T0.timestamp()
     for a in agents:
+        assert a.schedule is not None and a.next_run_at is not None  # every bench agent is scheduled
         dispatch.cron_for(a.schedule.cron_expression, a.schedule.timezone, a.agent_id)
 
     def project() -> float:
@@ -418,6 +419,7 @@ def measure_planning(m: MotoResult, repeats: int) -> tuple[float, float]:
         cands = []
         for a in agents:
             spec = a.schedule
+            assert spec is not None and a.next_run_at is not None
             plan = dispatch.plan_fires(
                 agent_id=a.agent_id, spec=spec, cron=dispatch.cron_for(spec.cron_expression, spec.timezone, a.agent_id),
                 next_run_at=a.next_run_at, active_runs=a.active_runs, now=now, lookahead=s.lookahead_seconds,

@@ -47,7 +47,7 @@ def create(ddb, sqs) -> str:
 def load(ddb, items: list[dict]) -> None:
     """Bulk-load the same items the project's table holds (BatchWriteItem, 25 a call)."""
     for i in range(0, len(items), 25):
-        req = {AGENTS_TABLE: [{"PutRequest": {"Item": it}} for it in items[i : i + 25]]}
+        req: dict | None = {AGENTS_TABLE: [{"PutRequest": {"Item": it}} for it in items[i : i + 25]]}
         while req:
             req = ddb.batch_write_item(RequestItems=req).get("UnprocessedItems") or None
 

@@ -24,7 +24,7 @@ from chalicelib.adapters.tables import ALL_MODELS
 
 def pynamodb_clients() -> list:
     """The botocore clients pynamodb uses now (one per model connection)."""
-    out = []
+    out: list = []
     for model in ALL_MODELS:
         client = model._get_connection().connection.client
         if all(client is not c for c in out):

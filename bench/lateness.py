@@ -32,6 +32,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 from bench import data
 from bench.capacity import latency_s
@@ -163,7 +164,7 @@ def simulate_project(scheds: list[data.Sched], sc: Scenario, costs: Costs, hours
     pending: list[tuple[tuple, Candidate]] = []
     live: dict = {}  # session id -> Lease
     info: dict[str, tuple[data.Sched, float]] = {}  # session id -> (schedule, fire time)
-    events: list[tuple[float, int, str, object]] = []
+    events: list[tuple[float, int, str, Any]] = []
     seq = 0
 
     def push(t: float, kind: str, payload) -> None:
@@ -215,7 +216,7 @@ def simulate_project(scheds: list[data.Sched], sc: Scenario, costs: Costs, hours
                     new_ids.append(sid)
                     n_new += 1
                     res.fires += 1
-                if plan.next_run_at is not None and plan.next_run_at <= end:
+                if plan.next_run_at is not None and plan.next_due_at is not None and plan.next_run_at <= end:
                     next_run[i] = plan.next_run_at
                     heapq.heappush(due, (plan.next_due_at, i))
             tx = math.ceil(2 * n_new / 100)
@@ -223,7 +224,7 @@ def simulate_project(scheds: list[data.Sched], sc: Scenario, costs: Costs, hours
             got = admit(t, send_at)
             res.waited += sum(1 for sid in new_ids if sid not in got)
         elif kind == "deliver":
-            c: Candidate = payload
+            c = payload  # a Candidate
             at = t + costs.claim_reads
             early = c.eligible_at - at
             begin = c.eligible_at if 0 < early <= WORKER_EARLY_WAIT else at
@@ -255,7 +256,7 @@ def simulate_baseline(scheds: list[data.Sched], sc: Scenario, costs: Costs, hour
     backlog: list[tuple[int, float, int, float]] = []  # (scan position, scheduled, schedule, fire)
     held: set[tuple[int, float]] = set()
     running = 0
-    events: list[tuple[float, int, str, object]] = []
+    events: list[tuple[float, int, str, Any]] = []
     seq = 0
 
     def push(t: float, kind: str, payload) -> None:

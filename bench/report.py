@@ -123,7 +123,7 @@ def lateness_svg(series: list[tuple[str, str, str, list[tuple[float, float]]]], 
             continue
         stroke = COLORS.get(color, color)
         dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
-        path = []
+        path: list[str] = []
         for v, f in pts:
             path.append(f"{'M' if not path else 'L'}{x(v):.1f},{y(f):.1f}")
         out.append(f'<path d="{"".join(path)}" fill="none" stroke="{stroke}" stroke-width="2"{dash_attr}/>')

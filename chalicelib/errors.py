@@ -92,3 +92,9 @@ class ConditionFailed(SchedulerError):
 
     status_code = 409
     code = "CONDITION_FAILED"
+
+
+class WaitingHint(SchedulerError):
+    """Runs wait for a slot: the finishing run hands its slot over instead of releasing it."""
+
+    code = "WAITING_HINT"

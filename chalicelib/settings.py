@@ -11,7 +11,7 @@ from typing import Mapping
 
 from chalicelib.errors import ConfigError
 
-# --- the contract's variables (DESIGN 1.2) --------------------------------
+# --- the public settings: the README's Settings table lists each ---------
 API_PORT = "SCHEDULER_API_PORT"
 WS_PORT = "SCHEDULER_WS_PORT"
 JWT_SECRET = "SCHEDULER_JWT_SECRET"

@@ -70,7 +70,7 @@ class StageKnobs:
     ws_burst_limit: int = 100
     log_retention_days: int = 30
     deletion_protection: bool = False  # DynamoDB tables
-    lateness_p99_ms: float = 1000.0  # DESIGN 2.3: run start lateness p99 under 1 s
+    lateness_p99_ms: float = 1000.0  # target: run start lateness p99 under 1 s
     tick_duration_fraction: float = 0.8  # alarm when the tick uses this much of its timeout
 
 

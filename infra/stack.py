@@ -197,7 +197,7 @@ class AgentSchedulerStack(Stack):
                 f".chalice/config.json gives the worker a {worker} s timeout but "
                 f"chalicelib.adapters.provision.WORKER_TIMEOUT_SECONDS is {provision.WORKER_TIMEOUT_SECONDS}"
             )
-        if provision.WORK_QUEUE_VISIBILITY_SECONDS <= worker:
+        if worker >= provision.WORK_QUEUE_VISIBILITY_SECONDS:
             raise SystemExit("the work queue's visibility timeout must exceed the worker's timeout")
 
     def _resource_arns(self, fn: str, symbol: str) -> list[str]:

@@ -27,7 +27,7 @@ class MotoServer:
         self._server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler,
                                    fd=sock.fileno())
         sock.close()  # werkzeug serves a duplicate of it
-        self._server.daemon_threads = True
+        self._server.daemon_threads = True  # type: ignore[attr-defined]  # threaded=True: a ThreadingMixIn
         self._thread = threading.Thread(target=self._server.serve_forever, name="moto-server", daemon=True)
 
     @property
@@ -36,7 +36,7 @@ class MotoServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self._server.server_address[0]}:{self.port}"
+        return f"http://{str(self._server.server_address[0])}:{self.port}"
 
     def start(self) -> "MotoServer":
         self._thread.start()

@@ -26,6 +26,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `app` and `chalicelib` live at the repository root
@@ -33,6 +34,11 @@ if str(ROOT) not in sys.path:  # `app` and `chalicelib` live at the repository r
 
 from chalicelib.errors import ConfigError  # noqa: E402
 from chalicelib.settings import API_PORT, WS_PORT, Settings  # noqa: E402
+
+if TYPE_CHECKING:  # imported where used: moto and the services load only when the system starts
+    from chalicelib.services.container import Container
+    from local.loops import SqsPoller, TickLoop
+    from local.moto_server import MotoServer
 
 log = logging.getLogger("local.run")
 
@@ -145,10 +151,10 @@ class System:
         self.options = options
         self.api_sock: socket.socket | None = None
         self.ws_sock: socket.socket | None = None
-        self.moto = None
-        self.container = None
-        self.tick = None
-        self.poller = None
+        self.moto: MotoServer | None = None
+        self.container: Container | None = None
+        self.tick: TickLoop | None = None
+        self.poller: SqsPoller | None = None
         self.servers: list = []
         self.stopping = threading.Event()
         self.failed = False
@@ -225,6 +231,7 @@ class System:
         from chalicelib.api.auth import issue
 
         s = self.settings
+        assert self.moto is not None, "the banner is printed once the system runs"
         token = issue(DEV_TENANT, s.jwt_secret, ttl_seconds=TOKEN_TTL_SECONDS)
         admin = issue(DEV_TENANT, s.jwt_secret, scopes="admin", ttl_seconds=TOKEN_TTL_SECONDS)
         api = f"http://{HOST}:{s.api_port}"

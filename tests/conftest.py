@@ -3,8 +3,6 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 
-import pytest
-
 # Never talk to real AWS from tests.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
@@ -14,7 +12,3 @@ os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 os.environ.pop("AWS_ENDPOINT_URL", None)
 
 T0 = datetime(2026, 3, 2, 11, 59, 30, tzinfo=timezone.utc)
-
-from devtools import moto_fixes  # noqa: E402
-
-moto_fixes.apply()

@@ -20,7 +20,6 @@ from chalicelib.domain.schedule import ScheduleSpec
 from chalicelib.errors import ConditionFailed, StorageError, ValidationError
 
 
-
 # --- pagination tokens ---------------------------------------------------------
 def encode_token(key: dict | None) -> str | None:
     if not key:

@@ -21,7 +21,7 @@ from chalicelib.domain.ids import pending_rank, pending_shard
 from chalicelib.domain.model import SessionStatus
 from chalicelib.domain.records import STAGE_ADMITTED, STAGE_PENDING, Session
 from chalicelib.domain.runflow import Next, Transition
-from chalicelib.errors import ConditionFailed
+from chalicelib.errors import ConditionFailed, WaitingHint
 
 log = logging.getLogger("agent_scheduler.runstore")
 
@@ -398,10 +398,6 @@ def _touches(action, names: tuple[str, ...]) -> bool:
     """Whether a pynamodb update action sets or removes one of the attributes ``names``."""
     path = getattr(action, "values", [None])[0]
     return getattr(path, "attribute_name", None) in names or str(path) in names
-
-
-class WaitingHint(Exception):
-    """Runs wait for a slot: hand this one over instead of releasing it."""
 
 
 def _ttl(epoch: float):

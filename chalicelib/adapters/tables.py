@@ -147,7 +147,7 @@ class ControlModel(Model):
     pk = UnicodeAttribute(hash_key=True)
     paused = BooleanAttribute(null=True)
     last_tick_at = NumberAttribute(null=True)
-    pauses = ListAttribute(null=True)  # recent [paused_at, resumed_at|null] pairs
+    pauses: ListAttribute[list] = ListAttribute(null=True)  # recent [paused_at, resumed_at|null] pairs
     used = NumberAttribute(null=True)  # slot counters: slots held in this shard
     waiting = BooleanAttribute(null=True)  # slot counters: runs wait for a slot (a hint for finishing workers)
     audit = ListAttribute(null=True)  # slot counters: [used, holders] the reconciler last saw differ

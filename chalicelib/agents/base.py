@@ -42,10 +42,18 @@ class AgentFailure(Exception):
 class RunContext(Protocol):
     """What a kind receives while running; the worker implements it."""
 
-    agent_id: str
-    session_id: str
-    attempt: int  # 1-based
-    input: dict | None
+    @property
+    def agent_id(self) -> str: ...
+
+    @property
+    def session_id(self) -> str: ...
+
+    @property
+    def attempt(self) -> int:  # 1-based
+        ...
+
+    @property
+    def input(self) -> dict | None: ...
 
     def progress(self, percent: float, message: str = "") -> None: ...
 

@@ -67,8 +67,8 @@ def execute(
     if "error" not in box:
         try:
             return Outcome(ok=True, output=bounded(box.get("output")))
-        except Exception as exc:  # pragma: no cover - to_jsonable is total
-            return _failed(ErrorCategory.INTERNAL, f"output not serialisable: {exc}")
+        except Exception as err:  # pragma: no cover - to_jsonable is total
+            return _failed(ErrorCategory.INTERNAL, f"output not serialisable: {err}")
 
     exc = box["error"]
     if isinstance(exc, AgentFailure):

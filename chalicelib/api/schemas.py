@@ -1,6 +1,8 @@
 """Request and response schemas: validated on the way in, published in OpenAPI."""
 from __future__ import annotations
 
+from typing import Any
+
 from chalicelib.domain.model import CatchupPolicy, OverlapPolicy, Priority, SessionStatus
 
 PRIORITIES = [p.value for p in Priority]
@@ -139,7 +141,7 @@ AGENT_OUT = {
         "schedule": {"oneOf": [SCHEDULE_OUT, {"type": "null"}]},
     },
 }
-SESSION_OUT = {
+SESSION_OUT: dict[str, Any] = {
     "type": "object",
     "properties": {
         "sessionId": {"type": "string"},

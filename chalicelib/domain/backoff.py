@@ -10,7 +10,7 @@ def backoff_cap(attempt: int, base: float, cap: float) -> float:
     ``base * 2^(attempt-1)``, capped."""
     if attempt < 1:
         raise ValueError("attempt is 1-based")
-    return min(cap, base * (2 ** min(attempt - 1, 60)))
+    return min(cap, base * 2.0 ** min(attempt - 1, 60))
 
 
 def backoff_delay(

@@ -35,7 +35,7 @@ import heapq
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 from zoneinfo import ZoneInfo
 
 from chalicelib.domain.cron import ALIASES, CronError, CronSchedule
@@ -203,7 +203,7 @@ def find_conflicts(
     # Fires of every schedule, merged in fire order, up to the budget.
     fires: list[tuple[float, float, int]] = []  # (fire, scheduled start, index)
     analyzed_until = end
-    cache: dict[tuple, list[float]] = {}  # schedules with the same expression share their fire times
+    cache: dict[_CronKey, list[float]] = {}  # schedules with the same expression share their fire times
     merged = heapq.merge(*(
         _fires(e, i, start - lead, end, _cron_fires(e.cron, _low(e, start - lead), end, max_fires + 1, cache))
         for i, e in enumerate(fleet)
@@ -241,7 +241,12 @@ def _low(e: FleetSchedule, start: float) -> float:
     return start if e.start_at is None else max(start, e.start_at)
 
 
-def _cron_fires(cron: CronSchedule, start: float, end: float, limit: int, cache: dict) -> list[float]:
+_CronKey = tuple[str, str, "str | None", float]  # expression, zone, hash id, start
+
+
+def _cron_fires(
+    cron: CronSchedule, start: float, end: float, limit: int, cache: dict[_CronKey, list[float]]
+) -> list[float]:
     """Fire times in [start, end), at most ``limit``, computed once per distinct expression."""
     key = (cron.expression, cron.timezone, cron.hash_id, start)
     got = cache.get(key)
@@ -265,6 +270,7 @@ def _fires(e: FleetSchedule, index: int, start: float, end: float,
     lo = _low(e, start)
     if lo >= end:
         return
+    source: Iterator[float]
     if times is None:
         source = (t.timestamp() for t in e.cron.iter_after(_dt(lo - 0.001)))
     else:
@@ -347,7 +353,9 @@ def _simulate(fleet: Sequence[FleetSchedule], fires: list[tuple[float, float, in
 # --- SELF_OVERLAP ---------------------------------------------------------------------
 
 
-def _self_overlaps(fleet, by_agent, skipped, start, end) -> list[Conflict]:
+def _self_overlaps(
+    fleet: Sequence[FleetSchedule], by_agent: list[list[float]], skipped: list[int], start: float, end: float
+) -> list[Conflict]:
     out: list[Conflict] = []
     for i, e in enumerate(fleet):
         times = by_agent[i]
@@ -425,8 +433,8 @@ def _spacing_suggestion(e: FleetSchedule, median_gap: float, start: float, end: 
 # --- CAPACITY -------------------------------------------------------------------------
 
 
-def _capacity(fleet, episodes: list[_Episode], cap: int, start: float) -> list[Conflict]:
-    groups: dict[tuple[frozenset, frozenset], list[_Episode]] = {}
+def _capacity(fleet: Sequence[FleetSchedule], episodes: list[_Episode], cap: int, start: float) -> list[Conflict]:
+    groups: dict[tuple[frozenset[int], frozenset[int]], list[_Episode]] = {}
     for ep in episodes:
         if ep.start < start or not ep.waits:
             continue
@@ -470,12 +478,15 @@ def _minute(t: float) -> int:
     return int(t // 60) * 60
 
 
-def _hot_minutes(fleet, fires, threshold: int, start: float, end: float, budget: list[int]) -> list[Conflict]:
+def _hot_minutes(
+    fleet: Sequence[FleetSchedule], fires: list[tuple[float, float, int]], threshold: int, start: float, end: float,
+    budget: list[int],
+) -> list[Conflict]:
     buckets: dict[int, set[int]] = {}
     for _, sched, i in fires:
         if start <= sched < end:
             buckets.setdefault(_minute(sched), set()).add(i)
-    groups: dict[frozenset, list[int]] = {}
+    groups: dict[frozenset[int], list[int]] = {}
     for m in sorted(buckets):
         if len(buckets[m]) >= threshold:
             groups.setdefault(frozenset(buckets[m]), []).append(m)
@@ -508,7 +519,10 @@ def _hot_minutes(fleet, fires, threshold: int, start: float, end: float, budget:
     return out
 
 
-def _stagger(fleet, members, threshold, load, minutes_of, start, end, budget: list[int]) -> Suggestion | None:
+def _stagger(
+    fleet: Sequence[FleetSchedule], members: frozenset[int], threshold: int, load: dict[int, int],
+    minutes_of: dict[int, set[int]], start: float, end: float, budget: list[int],
+) -> Suggestion | None:
     """Move the fewest (lowest-priority first) agents so that no minute holds ``threshold``.
 
     Each move is checked by recomputing the agent's fires over the window with the
@@ -566,7 +580,7 @@ def _placement(e: FleetSchedule, load: dict[int, int], threshold: int, start: fl
     return minutes or None
 
 
-def _name(fleet, agent_id: str) -> str:
+def _name(fleet: Sequence[FleetSchedule], agent_id: str) -> str:
     return next(e.name for e in fleet if e.agent_id == agent_id)
 
 
@@ -647,7 +661,7 @@ def _with_cron(e: FleetSchedule, cron: CronSchedule) -> FleetSchedule:
 # --- formatting ---------------------------------------------------------------------
 
 
-def _common_zone(fleet, indexes) -> str:
+def _common_zone(fleet: Sequence[FleetSchedule], indexes: Iterable[int]) -> str:
     zones = {fleet[i].cron.timezone for i in indexes}
     return zones.pop() if len(zones) == 1 else "UTC"
 

@@ -58,7 +58,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
-from typing import Iterator
+from typing import Iterable, Iterator, Protocol, cast
 from zoneinfo import ZoneInfo
 
 __all__ = ["CronError", "CronSchedule", "parse_timezone", "schedule_warnings"]
@@ -66,6 +66,12 @@ __all__ = ["CronError", "CronSchedule", "parse_timezone", "schedule_warnings"]
 UTC = timezone.utc
 _MINUTE = timedelta(minutes=1)
 _ZERO = timedelta(0)
+
+
+class _WallZone(Protocol):
+    """A ZoneInfo as the evaluator uses it: the offset of a wall time, never None."""
+
+    def utcoffset(self, dt: datetime, /) -> timedelta: ...
 
 # A match, if there is one, recurs within one 400-year Gregorian cycle.
 _SEARCH_YEARS = 401
@@ -140,7 +146,7 @@ def parse_timezone(name: str) -> ZoneInfo:
 # ------------------------------------------------------------------- parsing
 
 
-def _bits(values) -> int:
+def _bits(values: Iterable[int]) -> int:
     mask = 0
     for v in values:
         mask |= 1 << v
@@ -336,7 +342,7 @@ class _Plan:
         return self._next_fixed(after, start)
 
     def _next_fixed(self, after: datetime, start: datetime) -> datetime | None:
-        zone = self.zone
+        zone = cast(_WallZone, self.zone)
         while True:
             c = self.search(start)
             if c is None:
@@ -353,8 +359,8 @@ class _Plan:
             start = c + _MINUTE
 
     def _next_wildcard(self, after: datetime, local: datetime, start: datetime) -> datetime | None:
-        zone = self.zone
-        off = local.utcoffset()
+        zone = cast(_WallZone, self.zone)
+        off = cast(timedelta, local.utcoffset())
         if local.fold == 0:
             off1 = zone.utcoffset(local.replace(fold=1))
             if off1 < off:
@@ -393,11 +399,11 @@ class _Plan:
                 start = _gap_end(zone, c, off0, off1)
 
 
-def _is_gap(zone: ZoneInfo, t: datetime) -> bool:
+def _is_gap(zone: _WallZone, t: datetime) -> bool:
     return zone.utcoffset(t) < zone.utcoffset(t.replace(fold=1))
 
 
-def _gap_end(zone: ZoneInfo, c: datetime, off0: timedelta, off1: timedelta) -> datetime:
+def _gap_end(zone: _WallZone, c: datetime, off0: timedelta, off1: timedelta) -> datetime:
     """The first existing whole-minute wall time after the gap that holds ``c``."""
     lo, hi = 0, int((off1 - off0) // _MINUTE)  # c + lo is in the gap, c + hi is not
     while hi - lo > 1:
@@ -409,7 +415,7 @@ def _gap_end(zone: ZoneInfo, c: datetime, off0: timedelta, off1: timedelta) -> d
     return c + hi * _MINUTE
 
 
-def _overlap_start(zone: ZoneInfo, w: datetime, length: timedelta) -> datetime:
+def _overlap_start(zone: _WallZone, w: datetime, length: timedelta) -> datetime:
     """The first wall minute of the repeated span that holds ``w``."""
     lo, hi = -int(length // _MINUTE), 0  # w + lo is not repeated, w + hi is
 

@@ -6,6 +6,7 @@ agent event's data carries ``agentId``, ``sessionId`` and ``attempt``.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 
 AGENT_STARTED = "agent:started"
 AGENT_PROGRESS = "agent:progress"
@@ -25,15 +26,17 @@ def _iso(epoch: float | None) -> str | None:
     return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="milliseconds")
 
 
-def envelope(name: str, data: dict, now: float) -> dict:
+def envelope(name: str, data: dict[str, Any], now: float) -> dict[str, Any]:
     return {"event": name, "data": data, "timestamp": _iso(now)}
 
 
-def _agent(agent_id: str, session_id: str, attempt: int, **extra) -> dict:
+def _agent(agent_id: str, session_id: str, attempt: int, **extra: Any) -> dict[str, Any]:
     return {"agentId": agent_id, "sessionId": session_id, "attempt": attempt, **extra}
 
 
-def started(agent_id, session_id, attempt, *, now, scheduled_for, trigger) -> dict:
+def started(
+    agent_id: str, session_id: str, attempt: int, *, now: float, scheduled_for: float, trigger: str
+) -> dict[str, Any]:
     return envelope(
         AGENT_STARTED,
         _agent(
@@ -49,7 +52,9 @@ def started(agent_id, session_id, attempt, *, now, scheduled_for, trigger) -> di
     )
 
 
-def progress(agent_id, session_id, attempt, *, now, percent, message) -> dict:
+def progress(
+    agent_id: str, session_id: str, attempt: int, *, now: float, percent: float, message: str | None
+) -> dict[str, Any]:
     pct = max(0.0, min(100.0, float(percent)))
     return envelope(
         AGENT_PROGRESS,
@@ -58,7 +63,9 @@ def progress(agent_id, session_id, attempt, *, now, percent, message) -> dict:
     )
 
 
-def completed(agent_id, session_id, attempt, *, now, duration_ms, output) -> dict:
+def completed(
+    agent_id: str, session_id: str, attempt: int, *, now: float, duration_ms: int, output: Any
+) -> dict[str, Any]:
     return envelope(
         AGENT_COMPLETED,
         _agent(agent_id, session_id, attempt, durationMs=duration_ms, output=output),
@@ -67,8 +74,9 @@ def completed(agent_id, session_id, attempt, *, now, duration_ms, output) -> dic
 
 
 def failed(
-    agent_id, session_id, attempt, *, now, category, message, will_retry, next_attempt_at
-) -> dict:
+    agent_id: str, session_id: str, attempt: int, *, now: float, category: str, message: str,
+    will_retry: bool, next_attempt_at: float | None,
+) -> dict[str, Any]:
     return envelope(
         AGENT_FAILED,
         _agent(
@@ -83,7 +91,9 @@ def failed(
     )
 
 
-def alert(agent_id, session_id, attempt, *, now, consecutive_failures, message) -> dict:
+def alert(
+    agent_id: str, session_id: str, attempt: int, *, now: float, consecutive_failures: int, message: str
+) -> dict[str, Any]:
     return envelope(
         AGENT_ALERT,
         _agent(
@@ -97,7 +107,7 @@ def alert(agent_id, session_id, attempt, *, now, consecutive_failures, message) 
     )
 
 
-def scheduler_status(status: dict, now: float) -> dict:
+def scheduler_status(status: dict[str, Any], now: float) -> dict[str, Any]:
     return envelope(SCHEDULER_STATUS, status, now)
 
 

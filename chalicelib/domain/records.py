@@ -14,7 +14,7 @@ class Agent:
     agent_id: str
     name: str
     kind: str
-    config: dict
+    config: dict[str, Any]
     timeout_seconds: int
     max_retries: int
     created_at: float
@@ -26,7 +26,7 @@ class Agent:
     consecutive_failures: int = 0
     alerted: bool = False
 
-    def with_(self, **changes) -> "Agent":
+    def with_(self, **changes: Any) -> "Agent":
         return replace(self, **changes)
 
 
@@ -48,7 +48,7 @@ class Session:
     duration_ms: int | None = None
     input: Any = None
     output: Any = None
-    error: dict | None = None
+    error: dict[str, Any] | None = None
     skip_reason: str | None = None
     next_attempt_at: float | None = None
     stage: str | None = None  # PENDING (waiting for a slot) | ADMITTED (sent) | None
@@ -65,7 +65,7 @@ class Session:
     failed_at: float | None = None
     in_dlq: bool = False
 
-    def with_(self, **changes) -> "Session":
+    def with_(self, **changes: Any) -> "Session":
         return replace(self, **changes)
 
     @property

@@ -8,15 +8,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from chalicelib.domain.model import CatchupPolicy, OverlapPolicy, Priority, SkipReason
 from chalicelib.domain.ids import jitter_offset
+from chalicelib.domain.model import CatchupPolicy, OverlapPolicy, Priority, SkipReason
+
+if TYPE_CHECKING:
+    from chalicelib.domain.cron import CronSchedule
 
 MAX_CATCHUP_RUNS = 100  # CatchupPolicy.ALL runs at most this many missed fires per tick
 MAX_SKIP_RECORDS = 100  # SKIPPED sessions written per schedule per tick (the ledger derives the rest)
 MAX_FIRES_PER_TICK = 10_000  # hard bound on fires examined for one schedule in one tick
 MAX_PERIODS = 20  # pause / disable periods remembered for "why did it not run?"
+
+Period = tuple[float, "float | None"]  # (start, end): a pause or a disable; end None while it lasts
 
 
 @dataclass(frozen=True)
@@ -33,9 +38,9 @@ class ScheduleSpec:
     jitter_seconds: int = 0
     created_at: float = 0.0
     updated_at: float = 0.0
-    disabled_periods: tuple[tuple[float, float | None], ...] = ()
+    disabled_periods: tuple[Period, ...] = ()
 
-    def to_item(self) -> dict:
+    def to_item(self) -> dict[str, Any]:
         return {
             "cronExpression": self.cron_expression,
             "timezone": self.timezone,
@@ -53,7 +58,7 @@ class ScheduleSpec:
         }
 
     @classmethod
-    def from_item(cls, item: dict) -> "ScheduleSpec":
+    def from_item(cls, item: dict[str, Any]) -> "ScheduleSpec":
         return cls(
             cron_expression=item["cronExpression"],
             timezone=item.get("timezone", "UTC"),
@@ -74,25 +79,22 @@ class ScheduleSpec:
         )
 
 
-def in_periods(t: float, periods: Iterable[Sequence[float | None]]) -> bool:
-    for start, end in periods:
-        if start <= t and (end is None or t < end):
-            return True
-    return False
+def in_periods(t: float, periods: Iterable[Period]) -> bool:
+    return any(start <= t and (end is None or t < end) for start, end in periods)
 
 
-def add_period_start(periods, at: float) -> tuple:
-    periods = tuple(tuple(p) for p in periods)
-    if periods and periods[-1][1] is None:
-        return periods  # already open
-    return (periods + ((at, None),))[-MAX_PERIODS:]
+def add_period_start(periods: Iterable[Sequence[Any]], at: float) -> tuple[Period, ...]:
+    out: tuple[Period, ...] = tuple((p[0], p[1]) for p in periods)
+    if out and out[-1][1] is None:
+        return out  # already open
+    return (out + ((at, None),))[-MAX_PERIODS:]
 
 
-def close_period(periods, at: float) -> tuple:
-    periods = [tuple(p) for p in periods]
-    if periods and periods[-1][1] is None:
-        periods[-1] = (periods[-1][0], at)
-    return tuple(periods)
+def close_period(periods: Iterable[Sequence[Any]], at: float) -> tuple[Period, ...]:
+    out: list[Period] = [(p[0], p[1]) for p in periods]
+    if out and out[-1][1] is None:
+        out[-1] = (out[-1][0], at)
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,7 @@ class FirePlan:
 
 
 def skip_reason_for(
-    fire: float, spec: ScheduleSpec, paused_periods: Sequence[Sequence[float | None]]
+    fire: float, spec: ScheduleSpec, paused_periods: Sequence[Period]
 ) -> SkipReason:
     """Why a missed fire was not run: the most specific cause we know of."""
     if in_periods(fire, paused_periods):
@@ -131,13 +133,13 @@ def plan_fires(
     *,
     agent_id: str,
     spec: ScheduleSpec,
-    cron,  # chalicelib.domain.cron.CronSchedule
+    cron: CronSchedule,
     next_run_at: float,
     active_runs: int,
     now: float,
     lookahead: float,
     late_tolerance: float,
-    paused_periods: Sequence[Sequence[float | None]] = (),
+    paused_periods: Sequence[Period] = (),
 ) -> FirePlan:
     """Decide the fires of one schedule from ``next_run_at`` up to ``now + lookahead``.
 

@@ -5,6 +5,7 @@ the domain (cron, time zones, kind configs) happen here.
 """
 from __future__ import annotations
 
+import builtins
 import logging
 from datetime import datetime, timezone
 
@@ -100,7 +101,7 @@ class AgentService:
                 name=body.get("name", agent.name),
                 kind=kind,
                 config=config,
-                description=body["description"] if "description" in body else agent.description,
+                description=body.get("description", agent.description),
                 timeout_seconds=body.get("timeoutSeconds", agent.timeout_seconds),
                 max_retries=body.get("maxRetries", agent.max_retries),
                 updated_at=self.now(),
@@ -192,7 +193,7 @@ class AgentService:
         view["conflicts"] = self._conflicts_after_save(tenant_id, updated)
         return view
 
-    def _conflicts_after_save(self, tenant_id: str, agent: Agent) -> list:
+    def _conflicts_after_save(self, tenant_id: str, agent: Agent) -> builtins.list:  # `list` is a method here
         try:
             from chalicelib.services.conflicts import conflicts_involving
         except ImportError:  # pragma: no cover - conflicts arrive with schedule management
@@ -201,6 +202,7 @@ class AgentService:
 
     def _schedule_view(self, agent: Agent, cron: CronSchedule | None = None) -> dict:
         spec = agent.schedule
+        assert spec is not None, "only a scheduled agent has a schedule view"
         cron = cron or CronSchedule.parse(spec.cron_expression, spec.timezone, hash_id=agent.agent_id)
         runs: list[float] = []
         nxt = agent.next_run_at if spec.enabled else None

@@ -10,6 +10,7 @@ import json
 import logging
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 
 from chalicelib.errors import SchedulerError
 
@@ -21,7 +22,7 @@ def _remaining_ms(context) -> int | None:
     return get() if callable(get) else None
 
 
-def process_sqs_event(container, event: dict, context=None) -> dict:
+def process_sqs_event(container, event: dict, context=None) -> PartialItemFailureResponse:
     processor = BatchProcessor(event_type=EventType.SQS)
 
     def handle(record) -> str:

@@ -76,6 +76,7 @@ def load_fleet(container, tenant_id: str, agents: Iterable[Agent] | None = None)
             histories = list(pool.map(lambda aid: recent_durations_ms(tenant_id, aid), ids))
     fleet: list[FleetSchedule] = []
     for agent, durations in zip(scheduled, histories):
+        assert agent.schedule is not None  # `scheduled` holds scheduled agents only
         expected, from_history = expected_run_seconds(durations, agent.timeout_seconds)
         try:
             fleet.append(FleetSchedule.from_spec(

@@ -402,7 +402,6 @@ class Dispatcher:
 
     # --- status, pause ---------------------------------------------------------------
     def status(self, tenant_id: str, admin: bool) -> dict:
-        now = self.c.clock.now().timestamp()
         state = self.c.control.state()
         shards = self.c.runs.slots(self.s.max_concurrent_agents)
         used = sum(s.used for s in shards)

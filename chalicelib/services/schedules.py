@@ -39,7 +39,7 @@ from chalicelib.domain.cron import CronSchedule
 from chalicelib.domain.ids import scheduled_session_id
 from chalicelib.domain.model import SessionStatus, SkipReason
 from chalicelib.domain.records import STAGE_PENDING, Agent, Session
-from chalicelib.domain.schedule import ScheduleSpec, add_period_start, close_period, skip_reason_for
+from chalicelib.domain.schedule import Period, ScheduleSpec, add_period_start, close_period, skip_reason_for
 from chalicelib.errors import ConditionFailed, Conflict, NotFound, SchedulerError, ValidationError
 from chalicelib.services import conflicts as conflict_service
 
@@ -139,7 +139,7 @@ class ScheduleService:
         horizon = self.now() + self.s.lookahead_seconds
         soon = [
             p.agent for p in plans
-            if p.agent.schedule is not None and p.agent.schedule.enabled
+            if p.agent is not None and p.agent.schedule is not None and p.agent.schedule.enabled
             and p.agent.next_run_at is not None and p.agent.next_run_at <= horizon
         ]
         if not soon:
@@ -193,6 +193,7 @@ class ScheduleService:
     def _with_enabled(self, agent: Agent, enabled: bool, now: float) -> Agent:
         """The same rule as ``AgentService.set_enabled``, without its read and write."""
         spec = agent.schedule
+        assert spec is not None, "callers check that the agent has a schedule"
         if spec.enabled == enabled:
             return agent
         periods = close_period(spec.disabled_periods, now) if enabled else add_period_start(spec.disabled_periods, now)
@@ -331,7 +332,7 @@ def fire_ledger(
     now: float,
     late_tolerance: float,
     paused: bool,
-    pauses: Sequence[Sequence[float | None]],
+    pauses: Sequence[Period],
 ) -> list[LedgerEntry]:
     """What became of each fire. Pure.
 
@@ -351,7 +352,7 @@ def fire_ledger(
         s = sessions.get(sid)
         if s is not None:
             if s.status is SessionStatus.SKIPPED:
-                reason = s.skip_reason or skip_reason_for(f, spec, pauses).value
+                reason: str | None = s.skip_reason or skip_reason_for(f, spec, pauses).value
                 out.append(LedgerEntry(f, SessionStatus.SKIPPED.value, sid, reason))
             elif s.status is SessionStatus.QUEUED and s.stage == STAGE_PENDING:
                 out.append(LedgerEntry(f, "PENDING", sid))

@@ -28,7 +28,7 @@ from chalicelib.domain.admission import Admit, send_delay
 from chalicelib.domain.model import ErrorCategory, OverlapPolicy, SessionStatus
 from chalicelib.domain.records import STAGE_ADMITTED, STAGE_PENDING, Session
 from chalicelib.domain.runflow import Backoff, Next, Transition, after_abandoned, after_attempt
-from chalicelib.errors import SchedulerError, ValidationError
+from chalicelib.errors import SchedulerError, ValidationError, WaitingHint
 
 log = logging.getLogger("agent_scheduler.worker")
 
@@ -130,7 +130,6 @@ def end_attempt(c, s: Session, t: Transition, now: float, duration_ms: int | Non
     """Execute the end of an attempt of a RUNNING run: the transition in one write (the slot
     released, or handed to the first waiting run), then the DLQ copy, events and metrics.
     Returns False when the attempt no longer owned the run."""
-    from chalicelib.adapters.runstore import WaitingHint
     from chalicelib.services import metrics
 
     keep = _keep_for_retry(c, s, t, now)

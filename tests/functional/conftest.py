@@ -14,7 +14,10 @@ from chalicelib.clock import FixedClock
 from chalicelib.services import wiring
 from chalicelib.services.container import Container
 from chalicelib.settings import Settings
+from devtools import moto_fixes
 from tests.conftest import T0
+
+moto_fixes.apply()  # one table copy per moto transaction, transactions serialised
 
 SECRET = "test-secret"
 
@@ -35,8 +38,8 @@ class Api:
 
     def call(self, method: str, path: str, body=None, headers=None, raw: str | None = None):
         data = raw if raw is not None else (json.dumps(body) if body is not None else None)
-        resp = self.client.http.request(method, path, headers=self._headers(headers), body=data)
-        resp.json = json.loads(resp.body) if resp.body else None
+        resp = self.client.http.request(method, path, headers=self._headers(headers), body=data)  # type: ignore[arg-type]
+        resp.json = json.loads(resp.body) if resp.body else None  # type: ignore[attr-defined]
         return resp
 
     def get(self, path, **kw):

@@ -5,13 +5,13 @@ import os
 
 import pytest
 
-from chalicelib.adapters.tables import AgentTenantModel, SessionModel
+from chalicelib.adapters.tables import AgentTenantModel
 from chalicelib.domain.ids import due_shard
 from chalicelib.domain.model import Priority
 from chalicelib.domain.schedule import ScheduleSpec
 from chalicelib.services.container import Container
 from chalicelib.services.dispatch import Dispatcher
-from tests.functional.helpers import drain, peek, take, work
+from tests.functional.helpers import drain, take, work
 
 
 def make_agent(api, name="a", kind="echo", config=None, **extra):
@@ -129,7 +129,7 @@ def test_a_tick_that_dies_before_its_send_is_recovered_by_the_next(api, system, 
 
 def test_duplicate_delivery_runs_once(api, system, clock):
     aid = make_agent(api)
-    r = api.post(f"/api/agents/{aid}/run", {})
+    api.post(f"/api/agents/{aid}/run", {})
     sent = take(system)
     assert work(system, sent + sent) == ["succeeded", "duplicate"]
     assert system.worker.counters["duplicate"] == 1

@@ -6,6 +6,7 @@ import pytest
 
 from chalicelib.adapters.tables import ControlModel, SessionModel
 from chalicelib.domain.admission import slot_limits
+from chalicelib.errors import StorageError
 from devtools.faults import Faults
 from tests.functional.helpers import take, work
 from tests.functional.test_dispatch import make_agent, schedule, sessions
@@ -96,7 +97,7 @@ def test_a_lost_answer_to_the_finish_leaves_nothing_running(api, system, clock, 
     sid = run_now(api, aid)
     msgs = take(system)
     faults.add("TransactWriteItems", "lost_answer", times=1)
-    with pytest.raises(Exception):
+    with pytest.raises(StorageError):
         work(system, msgs)  # the message is redelivered
     assert work(system, msgs) == ["duplicate"]  # the redelivery sees the finished run
     assert status_of(api, aid, sid) == "SUCCEEDED" and used(system) == 0

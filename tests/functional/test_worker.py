@@ -10,8 +10,8 @@ import pytest
 
 from chalicelib.clock import FixedClock
 from chalicelib.services.batch import process_sqs_event
-from tests.functional.helpers import drain, peek, take, work
-from tests.functional.test_dispatch import make_agent, sessions
+from tests.functional.helpers import peek, take, work
+from tests.functional.test_dispatch import make_agent
 
 
 def run_now(api, aid, **body):
@@ -256,7 +256,8 @@ def test_the_queues_redrive_policy_moves_a_poison_message_to_the_dlq(system):
 
 def test_runs_of_a_deleted_agent_end_and_free_their_slots(api, system, clock):
     aid = make_agent(api)
-    sids = [run_now(api, aid) for _ in range(3)]
+    for _ in range(3):
+        run_now(api, aid)
     sent = take(system)
     assert api.delete(f"/api/agents/{aid}").status_code == 204
     assert work(system, sent) == ["dead"] * 3

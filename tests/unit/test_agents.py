@@ -90,6 +90,7 @@ def run(kind_name: str, config: dict, ctx: FakeContext | None = None, deps=None)
 def field_of(kind_name: str, config) -> str:
     with pytest.raises(ValidationError) as info:
         get_kind(kind_name).validate_config(config)
+    assert info.value.field is not None
     assert info.value.field in info.value.message
     return info.value.field
 
@@ -140,7 +141,7 @@ def test_register_a_new_kind():
 
 def test_register_refuses_a_nameless_kind():
     with pytest.raises(ValueError):
-        register(object())  # type: ignore[arg-type]
+        register(object())
 
 
 # --- echo --------------------------------------------------------------------
@@ -558,7 +559,7 @@ def test_cyclic_output_does_not_hang():
 
 
 def test_agent_failure_fields():
-    failure = AgentFailure("TRANSIENT", "x", retry_after=-3)  # type: ignore[arg-type]
+    failure = AgentFailure("TRANSIENT", "x", retry_after=-3)
     assert failure.category is ErrorCategory.TRANSIENT
     assert (failure.message, failure.retry_after, str(failure)) == ("x", 0.0, "x")
     assert AgentFailure(ErrorCategory.PERMANENT, "y").retry_after is None

@@ -1,6 +1,7 @@
 """Validation, auth and settings: pure, no moto."""
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import jwt
@@ -165,7 +166,7 @@ def test_the_secret_is_required_in_aws():
 
 
 def test_settings_are_frozen():
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         Settings.from_env({}).max_retries = 9
 
 

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-import pytest
-
 from chalicelib.domain.admission import SLOT_SHARD_SIZE, Candidate, SlotShard, plan_admission, slot_limits
 from chalicelib.domain.backoff import backoff_cap, backoff_delay
 from chalicelib.domain.cron import CronSchedule
@@ -127,20 +125,20 @@ def shards(cap, used=()):
     return [SlotShard(name, (list(used) + [0] * 99)[k], limit) for k, (name, limit) in enumerate(slot_limits(cap))]
 
 
-def plan(cs, cap, used=(), **kw):
+def admit_plan(cs, cap, used=(), **kw):
     return plan_admission(cs, shards(cap, used), now=NOW, lookahead=60, claim_grace=30, **kw)
 
 
 def test_priority_then_time_then_id_under_the_cap():
     cs = [cand("n1", "NORMAL"), cand("l1", "LOW"), cand("c1", "CRITICAL", NOW + 5), cand("h2", "HIGH", NOW + 1), cand("h1", "HIGH")]
-    p = plan(cs, 3)
+    p = admit_plan(cs, 3)
     assert [a.candidate.session_id for a in p.admit] == ["c1", "h1", "h2"]
     assert [c.session_id for c in p.waiting] == ["n1", "l1"]
     assert p.blocked
 
 
 def test_held_slots_count_against_the_cap():
-    p = plan([cand("a", "NORMAL"), cand("b", "NORMAL")], 2, used=[1])
+    p = admit_plan([cand("a", "NORMAL"), cand("b", "NORMAL")], 2, used=[1])
     assert [a.candidate.session_id for a in p.admit] == ["a"] and p.free_slots == 1
 
 
@@ -154,22 +152,22 @@ def test_slot_shards_stay_small_and_add_up_to_the_cap():
 
 
 def test_admits_spread_over_the_shards_with_most_room_and_never_past_a_shard():
-    p = plan([cand(f"r{i:03d}", "NORMAL") for i in range(250)], 300, used=[95, 0, 50])
+    p = admit_plan([cand(f"r{i:03d}", "NORMAL") for i in range(250)], 300, used=[95, 0, 50])
     per = {k: len(v) for k, v in p.by_shard().items()}
     assert per == {"s000": 5, "s001": 100, "s002": 50} or sum(per.values()) == 155
     assert all(per[s.name] <= s.free for s in shards(300, [95, 0, 50]))
 
 
 def test_delay_is_whole_seconds_until_the_run_and_the_claim_lease_follows_it():
-    p = plan([cand("a", "NORMAL", NOW + 42.7, timeout=300)], 1)
+    p = admit_plan([cand("a", "NORMAL", NOW + 42.7, timeout=300)], 1)
     a = p.admit[0]
     assert a.delay_seconds == 41  # whole seconds, one second of slack: the worker waits out the rest
     assert a.lease_until == NOW + 42.7 + 30  # not claimed by then: sent again
 
 
 def test_runs_beyond_lookahead_and_paused_scheduler_admit_nothing():
-    assert plan([cand("a", "CRITICAL", NOW + 61)], 5).admit == ()
-    assert plan([cand("a", "CRITICAL")], 5, paused=True).admit == ()
+    assert admit_plan([cand("a", "CRITICAL", NOW + 61)], 5).admit == ()
+    assert admit_plan([cand("a", "CRITICAL")], 5, paused=True).admit == ()
 
 
 def test_duplicate_candidates_are_admitted_once():
@@ -196,13 +194,3 @@ def test_an_on_time_fire_supersedes_the_catch_up_run():
              pauses=[(ts("2026-03-02T12:30:00+00:00"), ts("2026-03-02T12:39:59+00:00"))])
     assert [r.fire_at for r in p.runs] == [ts("2026-03-02T12:40:00+00:00")]
     assert [(s.fire_at, s.reason) for s in p.skips] == [(ts("2026-03-02T12:35:00+00:00"), SkipReason.PAUSED)]
-
-
-def test_delay_counts_from_when_each_batch_is_sent():
-    from chalicelib.adapters.queues import OutMessage
-
-    m = OutMessage("s", {}, delay_seconds=41, deliver_at=NOW + 41.7)
-    assert m.delay(NOW) == 41
-    assert m.delay(NOW + 3.2) == 38, "a batch sent 3.2 s into a long tick waits 3 s less"
-    assert m.delay(NOW + 100) == 0
-    assert m.delay(None) == 41

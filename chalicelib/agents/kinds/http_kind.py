@@ -173,7 +173,7 @@ def _url(value: Any) -> str:
     url = v.string(value, "url", max_length=MAX_URL_LENGTH, allow_empty=False).strip()
     try:
         parts = urlsplit(url)
-        parts.port  # raises ValueError on a bad port
+        _ = parts.port  # raises ValueError on a bad port
     except ValueError as exc:
         raise ValidationError("config.url", f"is not a valid URL ({exc})") from None
     if parts.scheme.lower() not in ("http", "https"):
