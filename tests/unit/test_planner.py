@@ -171,7 +171,7 @@ def test_runs_beyond_lookahead_and_paused_scheduler_admit_nothing():
 
 
 def test_duplicate_candidates_are_admitted_once():
-    assert len(plan([cand("a", "HIGH"), cand("a", "HIGH")], 5).admit) == 1
+    assert len(admit_plan([cand("a", "HIGH"), cand("a", "HIGH")], 5).admit) == 1
 
 
 def test_pending_rank_sorts_in_admission_order():
