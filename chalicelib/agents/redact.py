@@ -31,7 +31,7 @@ _SECRET_KEY = re.compile(
 _TEXT_PATTERNS = (
     # "Authorization: Basic dXNlcjpwYXNz", "authorization=abc"
     (
-        re.compile(r"\b((?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?)(?:(?:bearer|basic|digest|token)\s+)?[^\s\"',;]+",
+        re.compile(r"\b((?:proxy-)?authorization\\?[\"']?\s*[:=]\s*\\?[\"']?)(?:(?:bearer|basic|digest|token)\s+)?[^\s\"',;]+",
                    re.IGNORECASE),
         rf"\1{REDACTED}",
     ),
