@@ -199,7 +199,10 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client stopped reading at its cap, as it should
 
     def do_GET(self):
         Handler.seen.append({"path": self.path, "host": self.headers.get("Host"), "port": self.server.server_address[1]})
