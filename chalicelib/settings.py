@@ -5,7 +5,9 @@ An explicit argument beats the environment: ``Settings.from_env({...})``.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from dataclasses import dataclass, replace
 from typing import Mapping
 
@@ -39,6 +41,12 @@ PENDING_SHARDS = "SCHEDULER_PENDING_SHARDS"
 AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"  # local: the embedded moto server
 AWS_REGION = "AWS_DEFAULT_REGION"
 
+# --- extensions: what agents may reach ---------------------------------------
+HTTP_ALLOW_CIDRS = "SCHEDULER_HTTP_ALLOW_CIDRS"  # ranges http agents may reach although refused by default
+LAMBDA_ALLOWED = "SCHEDULER_LAMBDA_ALLOWED"  # the functions a tenant's lambda agents may invoke
+DEFAULT_LAMBDA_ALLOWED = "agent-scheduler-agent-{tenant}-*"
+_LAMBDA_PATTERN = re.compile(r"^([A-Za-z0-9_*-]*-)?\{tenant\}(-[A-Za-z0-9_*-]*)?$")
+
 LOCAL_JWT_SECRET = "local-dev-secret"
 
 
@@ -68,6 +76,8 @@ class Settings:
     pending_shards: int = 1
     aws_endpoint_url: str | None = None
     region: str = "us-east-1"
+    http_allow_cidrs: tuple[str, ...] = ()  # normalised CIDRs, e.g. ("10.1.0.0/16",)
+    lambda_allowed: str = DEFAULT_LAMBDA_ALLOWED
 
     # Fixed engineering constants (not settings): documented here in one place.
     lookahead_seconds: int = 75  # the tick admits runs due up to this far ahead (> the tick period,
@@ -109,6 +119,8 @@ class Settings:
             pending_shards=_int(env, PENDING_SHARDS, 1, 1, 64),
             aws_endpoint_url=env.get(AWS_ENDPOINT_URL) or None,
             region=env.get(AWS_REGION) or env.get("AWS_REGION") or "us-east-1",
+            http_allow_cidrs=_cidrs(env, HTTP_ALLOW_CIDRS),
+            lambda_allowed=_lambda_pattern(env, LAMBDA_ALLOWED),
         )
         if s.backoff_max_seconds < s.backoff_base_seconds:
             raise ConfigError(
@@ -160,4 +172,38 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
         return default
     if raw not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
+def _cidrs(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma-separated CIDRs (IPv4 or IPv6; a bare address is a /32 or /128)."""
+    raw = _raw(env, name)
+    if raw is None:
+        return ()
+    out = []
+    for part in raw.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            out.append(str(ipaddress.ip_network(part, strict=False)))
+        except ValueError:
+            raise ConfigError(f"{name}: {part!r} is not a CIDR range such as 10.1.0.0/16 or fd00::/8") from None
+    return tuple(out)
+
+
+def _lambda_pattern(env: Mapping[str, str], name: str) -> str:
+    """A function-name pattern holding ``{tenant}`` once; ``*`` stands for one name segment.
+
+    ``{tenant}`` stands alone between ``-`` separators (or the ends), so one tenant's
+    functions are told apart from those of a tenant whose id starts or ends the same way.
+    """
+    raw = _raw(env, name)
+    if raw is None:
+        return DEFAULT_LAMBDA_ALLOWED
+    if not _LAMBDA_PATTERN.match(raw):
+        raise ConfigError(
+            f"{name} must be a function name pattern holding {{tenant}} once, between '-' "
+            f"separators or the ends (letters, digits, '-', '_' and '*'), such as {DEFAULT_LAMBDA_ALLOWED}; got {raw!r}"
+        )
     return raw

@@ -30,7 +30,10 @@ def _code_of(exc: BaseException) -> str | None:
     if isinstance(exc, ClientError):
         return exc.response.get("Error", {}).get("Code")
     if isinstance(exc, PynamoDBException):
-        return exc.cause_response_code
+        try:
+            return exc.cause_response_code
+        except AttributeError:  # its cause has no response (a timeout, a lost connection)
+            return None
     return None
 
 

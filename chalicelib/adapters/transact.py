@@ -74,8 +74,12 @@ class Tx:
                     op.apply(tw)
             return TxResult(True)
         except TransactWriteError as exc:
-            reasons = exc.cancellation_reasons or []
-            if exc.cause_response_code != "TransactionCanceledException" or not reasons:
+            try:
+                code = exc.cause_response_code
+                reasons = exc.cancellation_reasons or []
+            except AttributeError:  # no answer at all (a timeout): nothing to read
+                code, reasons = None, []
+            if code != "TransactionCanceledException" or not reasons:
                 raise translate(exc, what) from exc
             sent = [op for kind in _SENT_ORDER for op in self.ops if op.kind == kind]
             failed = [op.key for op, r in zip(sent, reasons)

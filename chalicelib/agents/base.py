@@ -80,14 +80,43 @@ class AgentKind(Protocol):
     def run(self, config: dict, ctx: RunContext, deps: "KindDeps") -> Any: ...
 
 
+def tenant_of(ctx: Any) -> str | None:
+    """The tenant a run belongs to: ``ctx.tenant_id``, else the tenant of ``ctx.session``."""
+    tenant = getattr(ctx, "tenant_id", None)
+    if tenant is None:
+        tenant = getattr(getattr(ctx, "session", None), "tenant_id", None)
+    return tenant if isinstance(tenant, str) and tenant else None
+
+
 @dataclass(frozen=True)
 class KindDeps:
     """Outside things a kind may use, handed in by the worker.
 
-    ``lambda_client``: a boto3 Lambda client (required by the ``lambda`` kind).
-    ``http``: a ``urllib3.PoolManager``; None means the ``http`` kind uses its
-    own lazily created, module-level one.
+    ``policy``: what agents may reach (:class:`~chalicelib.agents.policy.AgentPolicy`);
+    None reads it from the environment, as the process's settings do.
+    ``lambda_invoker``: invokes a Lambda function (``invoke(function_name, payload)``,
+    see :mod:`chalicelib.adapters.lambda_invoke`); without one, ``lambda_client`` (a
+    boto3 Lambda client) is wrapped into one.
+    ``http``: a :class:`~chalicelib.agents.net.GuardedHttp`; None builds one from
+    ``policy`` and ``resolver`` (None: the system's resolver).
     """
 
+    policy: Any = None
+    lambda_invoker: Any = None
     lambda_client: Any = None
     http: Any = None
+    resolver: Any = None
+
+    def agent_policy(self):
+        from chalicelib.agents.policy import AgentPolicy
+
+        return self.policy if self.policy is not None else AgentPolicy.from_env()
+
+    def invoker(self):
+        if self.lambda_invoker is not None:
+            return self.lambda_invoker
+        if self.lambda_client is not None:
+            from chalicelib.adapters.lambda_invoke import LambdaInvoker
+
+            return LambdaInvoker(self.lambda_client)
+        return None

@@ -6,8 +6,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.agents.base import AgentFailure, AgentKind, KindDeps, RunContext
+from chalicelib.agents.base import AgentFailure, AgentKind, KindDeps, RunContext, tenant_of
 from chalicelib.agents.jsonsafe import bounded, truncate_text
+from chalicelib.agents.redact import scrub, scrub_value, secret_values
 from chalicelib.domain.model import ErrorCategory
 from chalicelib.errors import ValidationError
 
@@ -35,7 +36,27 @@ def execute(
     - ValidationError (bad stored config) -> PERMANENT;
     - any other exception -> AGENT_ERROR "ExcType: message", unless the run was
       cancelled (CANCELLED) or its deadline passed (TIMEOUT) meanwhile.
+
+    The config's secret values (see :mod:`chalicelib.agents.redact`) never leave in
+    the outcome: they are replaced in its message and output, as are credentials
+    in the message (``Authorization: ...``), because messages reach logs and events.
     """
+    outcome = _execute(kind, config, ctx, deps, timeout_seconds)
+    secrets = secret_values(config)
+    message = outcome.message
+    if message is not None:
+        message = scrub(message, secrets)
+    output = outcome.output
+    if secrets and output is not None:
+        output = scrub_value(output, secrets, patterns=False)
+    if message == outcome.message and output is outcome.output:
+        return outcome
+    return Outcome(outcome.ok, output, outcome.category, message, outcome.retry_after)
+
+
+def _execute(
+    kind: AgentKind, config: dict, ctx: RunContext, deps: KindDeps, timeout_seconds: float
+) -> Outcome:
     timeout_seconds = max(0.0, float(timeout_seconds))
     fenced = _FencedContext(ctx, time.monotonic() + timeout_seconds)
     box: dict[str, Any] = {}
@@ -119,6 +140,10 @@ class _FencedContext:
     @property
     def session_id(self) -> str:
         return self._inner.session_id
+
+    @property
+    def tenant_id(self) -> str | None:
+        return tenant_of(self._inner)
 
     @property
     def attempt(self) -> int:

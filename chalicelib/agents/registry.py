@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from chalicelib.agents.base import AgentKind
 from chalicelib.agents.kinds.echo import EchoKind
@@ -35,6 +36,21 @@ def get_kind(name: str) -> AgentKind:
             "kind", f"unknown kind {key!r}; expected one of {', '.join(kind_names())}"
         )
     return kind
+
+
+def check_config(kind_name: str, config: Any, tenant_id: str, policy: Any) -> dict:
+    """At save: the kind's config, normalised, and allowed for this tenant.
+
+    A kind may define ``authorize(config, tenant_id, policy)`` that raises a
+    ValidationError naming the field when the tenant may not use that config
+    (the ``lambda`` kind: functions outside the tenant's pattern).
+    """
+    kind = get_kind(kind_name)
+    checked = kind.validate_config(config if config is not None else {})
+    authorize = getattr(kind, "authorize", None)
+    if authorize is not None:
+        authorize(checked, tenant_id, policy)
+    return checked
 
 
 def kind_names() -> list[str]:

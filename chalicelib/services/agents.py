@@ -9,7 +9,7 @@ import builtins
 import logging
 from datetime import datetime, timezone
 
-from chalicelib.agents.registry import get_kind
+from chalicelib.agents.registry import check_config
 from chalicelib.api import schemas
 from chalicelib.api.serialize import agent_json, iso, schedule_json, session_json
 from chalicelib.api.validation import parse_datetime, validate
@@ -48,13 +48,12 @@ class AgentService:
         return self.c.clock.now().timestamp()
 
     # --- agents ---------------------------------------------------------------------
-    def _check_config(self, kind: str, config) -> dict:
-        k = get_kind(kind)
-        return k.validate_config(config if config is not None else {})
+    def _check_config(self, tenant_id: str, kind: str, config) -> dict:
+        return check_config(kind, config, tenant_id, self.c.agent_policy)
 
     def create(self, tenant_id: str, body: dict) -> dict:
         body = validate(body, schemas.AGENT_CREATE)
-        config = self._check_config(body["kind"], body.get("config"))
+        config = self._check_config(tenant_id, body["kind"], body.get("config"))
         now = self.now()
         agent = Agent(
             tenant_id=tenant_id,
@@ -96,7 +95,7 @@ class AgentService:
             kind = body.get("kind", agent.kind)
             config = body.get("config", agent.config if kind == agent.kind else None)
             if "kind" in body or "config" in body:
-                config = self._check_config(kind, config)
+                config = self._check_config(tenant_id, kind, config)
             return agent.with_(
                 name=body.get("name", agent.name),
                 kind=kind,

@@ -43,15 +43,35 @@ class Container:
         with aws_call("read JWT secret"):
             return self.client("secretsmanager").get_secret_value(SecretId=self.settings.jwt_secret_arn)["SecretString"]
 
+    @functools.cached_property
+    def agent_policy(self):
+        """What tenants' agents may reach (http targets, lambda functions)."""
+        from chalicelib.agents.policy import AgentPolicy
+
+        return AgentPolicy.from_settings(self.settings)
+
+    def kind_deps(self, kind: str):
+        """What an agent kind gets to run: the policy, and for ``lambda`` an invoker."""
+        from chalicelib.adapters.lambda_invoke import LambdaInvoker
+        from chalicelib.agents.base import KindDeps
+
+        invoker = LambdaInvoker(self.client("lambda")) if kind == "lambda" else None
+        return KindDeps(policy=self.agent_policy, lambda_invoker=invoker)
+
     def client(self, service: str) -> Any:
+        if service == "lambda" and service not in self._clients:
+            from chalicelib.adapters import lambda_invoke
+
+            # agent invocations: no SDK retries (one invocation per attempt), long read timeout
+            self._clients[service] = lambda_invoke.build_client(
+                region=self.settings.region, endpoint_url=self.settings.aws_endpoint_url, session=aws.session()
+            )
         if service not in self._clients:
             endpoint = self.settings.aws_endpoint_url
             extra = {}
             if service == "apigatewaymanagementapi":
                 endpoint = self.settings.ws_endpoint or None
                 extra = {"read_timeout": 3, "connect_timeout": 2, "max_attempts": 1}
-            elif service == "lambda":
-                extra = {"read_timeout": 900}
             self._clients[service] = aws.client(service, region=self.settings.region, endpoint_url=endpoint, **extra)
         return self._clients[service]
 

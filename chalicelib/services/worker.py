@@ -20,7 +20,6 @@ import threading
 import uuid
 from dataclasses import dataclass
 
-from chalicelib.agents.base import KindDeps
 from chalicelib.agents.executor import Outcome, execute
 from chalicelib.agents.registry import get_kind
 from chalicelib.domain import events as ev
@@ -67,6 +66,7 @@ class RunContext:
     def __init__(self, worker: "Worker", session: Session, attempt: int, deadline: float) -> None:
         self.w = worker
         self.session = session
+        self.tenant_id = session.tenant_id
         self.agent_id = session.agent_id
         self.session_id = session.session_id
         self.attempt = attempt
@@ -307,7 +307,7 @@ class Worker:
         ctx = RunContext(self, s, s.attempt, deadline=now + budget)
         try:
             kind = get_kind(agent.kind)
-            deps = KindDeps(lambda_client=self.c.client("lambda") if agent.kind == "lambda" else None)
+            deps = self.c.kind_deps(agent.kind)
             outcome = execute(kind, agent.config or {}, ctx, deps, budget)
         except Exception as exc:  # the executor should not raise; if it does, it's ours
             log.exception("executor failed")

@@ -11,7 +11,6 @@ from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import urllib3
 from botocore.exceptions import ClientError
 
 from chalicelib.agents import (
@@ -27,6 +26,8 @@ from chalicelib.agents import (
 from chalicelib.agents.jsonsafe import MAX_OUTPUT_BYTES, bounded, to_jsonable
 from chalicelib.agents.kinds.http_kind import HttpKind, parse_retry_after
 from chalicelib.agents.kinds.lambda_kind import LambdaKind
+from chalicelib.agents.net import NetPolicy
+from chalicelib.agents.policy import AgentPolicy
 from chalicelib.clock import FixedClock
 from chalicelib.domain.model import AgentKindName, ErrorCategory
 from chalicelib.errors import ValidationError
@@ -47,6 +48,7 @@ class FakeContext:
         deadline: float = 1000.0,
         cancel_at: float | None = None,
     ) -> None:
+        self.tenant_id = "t1"
         self.agent_id = "agt_1"
         self.session_id = "ses_1"
         self.attempt = attempt
@@ -299,6 +301,9 @@ def test_fail_validation(config, field):
 
 
 # --- lambda ------------------------------------------------------------------
+FN = "agent-scheduler-agent-t1-report"  # a function tenant t1 may invoke by default
+
+
 class FakeLambda:
     def __init__(self, response: dict | None = None, error: Exception | None = None) -> None:
         self.response = response or {}
@@ -324,10 +329,10 @@ def client_error(code: str, status: int, headers: dict | None = None) -> ClientE
 
 def test_lambda_success():
     client = FakeLambda({"StatusCode": 200, "Payload": io.BytesIO(b'{"ok": true, "n": 2}')})
-    out = run("lambda", {"functionName": "my-fn", "payload": {"x": 1}}, deps=KindDeps(lambda_client=client))
+    out = run("lambda", {"functionName": FN, "payload": {"x": 1}}, deps=KindDeps(lambda_client=client))
     assert out == Outcome(ok=True, output={"ok": True, "n": 2})
     (call,) = client.calls
-    assert call["FunctionName"] == "my-fn"
+    assert call["FunctionName"] == FN
     assert json.loads(call["Payload"]) == {"x": 1}
     assert isinstance(call["Payload"], bytes)
 
@@ -336,7 +341,7 @@ def test_lambda_without_payload_sends_the_run():
     client = FakeLambda({"StatusCode": 200, "Payload": io.BytesIO(b"")})
     out = run(
         "lambda",
-        {"functionName": "arn:aws:lambda:us-east-1:123456789012:function:f:prod"},
+        {"functionName": f"arn:aws:lambda:us-east-1:123456789012:function:{FN}:prod"},
         FakeContext(attempt=2, input={"k": "v"}),
         KindDeps(lambda_client=client),
     )
@@ -354,7 +359,7 @@ def test_lambda_function_error():
     client = FakeLambda(
         {"StatusCode": 200, "FunctionError": "Unhandled", "Payload": io.BytesIO(payload.encode())}
     )
-    out = run("lambda", {"functionName": "f"}, deps=KindDeps(lambda_client=client))
+    out = run("lambda", {"functionName": FN}, deps=KindDeps(lambda_client=client))
     assert out.ok is False
     assert out.category is ErrorCategory.AGENT_ERROR
     assert "division by zero" in out.message
@@ -371,19 +376,19 @@ def test_lambda_function_error():
     ],
 )
 def test_lambda_client_errors(error, category):
-    out = run("lambda", {"functionName": "f"}, deps=KindDeps(lambda_client=FakeLambda(error=error)))
+    out = run("lambda", {"functionName": FN}, deps=KindDeps(lambda_client=FakeLambda(error=error)))
     assert out.category is category
     assert error.response["Error"]["Code"] in out.message
 
 
 def test_lambda_throttle_keeps_retry_after():
     error = client_error("TooManyRequestsException", 429, {"retry-after": "3"})
-    out = run("lambda", {"functionName": "f"}, deps=KindDeps(lambda_client=FakeLambda(error=error)))
+    out = run("lambda", {"functionName": FN}, deps=KindDeps(lambda_client=FakeLambda(error=error)))
     assert (out.category, out.retry_after) == (ErrorCategory.TRANSIENT, 3.0)
 
 
 def test_lambda_without_client_is_internal():
-    out = run("lambda", {"functionName": "f"})
+    out = run("lambda", {"functionName": FN})
     assert out.category is ErrorCategory.INTERNAL
 
 
@@ -633,9 +638,7 @@ def server():
 
 @pytest.fixture(scope="module")
 def deps():
-    pool = urllib3.PoolManager()
-    yield KindDeps(http=pool)
-    pool.clear()
+    return KindDeps(policy=AgentPolicy(net=NetPolicy(allow_loopback=True)))
 
 
 def call(config: dict, deps: KindDeps, ctx: FakeContext | None = None) -> Outcome:
@@ -691,7 +694,8 @@ def test_429_is_transient_with_retry_after(server, deps):
 def test_503_with_http_date_retry_after(server):
     clock = FixedClock(datetime(2015, 10, 21, 7, 28, 0, tzinfo=timezone.utc))
     kind = HttpKind(clock=clock)
-    out = execute(kind, kind.validate_config({"url": f"{server}/503-date"}), FakeContext(), KindDeps(), TIMEOUT)
+    deps = KindDeps(policy=AgentPolicy(net=NetPolicy(allow_loopback=True)))
+    out = execute(kind, kind.validate_config({"url": f"{server}/503-date"}), FakeContext(), deps, TIMEOUT)
     assert (out.category, out.retry_after) == (ErrorCategory.TRANSIENT, 30.0)
 
 
@@ -736,12 +740,14 @@ def test_no_time_left_does_not_send(server, deps):
     assert len(Handler.seen) == before
 
 
-def test_default_pool_is_created_lazily(server):
-    from chalicelib.agents.kinds import http_kind
-
+def test_without_a_policy_the_settings_decide(server, monkeypatch):
+    monkeypatch.delenv("SCHEDULER_ENV", raising=False)  # local: loopback allowed
+    assert call({"url": f"{server}/json"}, KindDeps()).ok
+    monkeypatch.setenv("SCHEDULER_ENV", "aws")
+    monkeypatch.setenv("SCHEDULER_JWT_SECRET", "s")
     out = call({"url": f"{server}/json"}, KindDeps())
-    assert out.ok
-    assert http_kind.default_pool() is http_kind.default_pool()
+    assert out.category is ErrorCategory.PERMANENT
+    assert "refused 127.0.0.1: loopback range 127.0.0.0/8" in out.message
 
 
 def test_parse_retry_after():

@@ -1,15 +1,23 @@
-"""``http``: one HTTP request with urllib3; the scheduler, not urllib3, retries.
+"""``http``: one HTTP request through the SSRF guard; the scheduler, not urllib3, retries.
+
+Where it may go: :mod:`chalicelib.agents.net` checks every address the host name
+resolves to and connects to a checked address; a refused target is PERMANENT and
+its message names the address and the rule. Redirects are never followed (a
+redirect could lead to an address that was not checked): a 3xx is PERMANENT and
+names where it pointed.
 
 Timeouts are always set: connect 5 s, read ``min(ctx.remaining_seconds(), 60)``.
 2xx succeeds; 408, 429 and 5xx are TRANSIENT (with ``Retry-After``); other
-3xx/4xx are PERMANENT (redirects are not followed); connection errors are
-TRANSIENT; a read timeout cut short by the run's deadline is TIMEOUT.
+3xx/4xx are PERMANENT; connection errors are TRANSIENT; a read timeout cut short
+by the run's deadline is TIMEOUT. At most 64 KB of the answer is read.
+
+Secrets: header values marked secret (``Authorization``, ``Cookie``, names like
+``X-Api-Key`` and the names in ``secretHeaders``) never appear in a message.
 """
 from __future__ import annotations
 
 import json
 import re
-import threading
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -21,6 +29,7 @@ from urllib3 import exceptions as u3
 from chalicelib.agents import validation as v
 from chalicelib.agents.base import AgentFailure, KindDeps, RunContext
 from chalicelib.agents.jsonsafe import truncate_text
+from chalicelib.agents.net import BadUrl, GuardedHttp, TargetRefused
 from chalicelib.clock import Clock
 from chalicelib.domain.model import AgentKindName, ErrorCategory
 from chalicelib.errors import ValidationError
@@ -35,18 +44,6 @@ MAX_HEADERS = 50
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 header name
 _BAD_VALUE = re.compile(r"[\r\n\x00]")
 
-_pool: urllib3.PoolManager | None = None
-_pool_lock = threading.Lock()
-
-
-def default_pool() -> urllib3.PoolManager:
-    """The module-level PoolManager, created on first use (never at import)."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = urllib3.PoolManager(num_pools=16, maxsize=4, retries=False)
-        return _pool
-
 
 class HttpKind:
     name = AgentKindName.HTTP.value
@@ -56,7 +53,7 @@ class HttpKind:
 
     def validate_config(self, config: dict) -> dict:
         config = v.as_dict(
-            config, allowed=("url", "method", "headers", "body"), required=("url",)
+            config, allowed=("url", "method", "headers", "body", "secretHeaders"), required=("url",)
         )
         out: dict = {"url": _url(config["url"]), "method": "GET", "headers": {}}
         if config.get("method") is not None:
@@ -74,6 +71,8 @@ class HttpKind:
             if out["method"] == "HEAD":
                 raise ValidationError("config.body", "a HEAD request cannot have a body")
             out["body"] = v.json_value(config["body"], "body")
+        if config.get("secretHeaders") is not None:
+            out["secretHeaders"] = _secret_headers(config["secretHeaders"])
         return out
 
     def run(self, config: dict, ctx: RunContext, deps: KindDeps) -> Any:
@@ -94,22 +93,17 @@ class HttpKind:
         timeout = urllib3.Timeout(connect=min(CONNECT_TIMEOUT, remaining), read=read_timeout)
         target = f"{method} {_redact(url)}"
 
-        pool = deps.http if deps.http is not None else default_pool()
-        response = None
-        reusable = False
+        http = deps.http if deps.http is not None else GuardedHttp(
+            deps.agent_policy().net, resolver=deps.resolver
+        )
         try:
-            response = pool.request(
-                method,
-                url,
-                body=body,
-                headers=headers,
-                timeout=timeout,
-                retries=False,
-                redirect=False,
-                preload_content=False,
+            response = http.request(
+                method, url, headers=headers, body=body, timeout=timeout, max_body=MAX_BODY_BYTES
             )
-            raw = b"" if method == "HEAD" else response.read(MAX_BODY_BYTES + 1)
-            reusable = len(raw) <= MAX_BODY_BYTES
+        except TargetRefused as exc:
+            raise AgentFailure(ErrorCategory.PERMANENT, f"{target}: {exc.message}") from None
+        except BadUrl as exc:
+            raise AgentFailure(ErrorCategory.PERMANENT, f"{target}: {exc.message}") from None
         except u3.ReadTimeoutError:
             if deadline_bound:
                 raise AgentFailure(
@@ -125,12 +119,8 @@ class HttpKind:
             raise AgentFailure(
                 ErrorCategory.TRANSIENT, f"{target}: {type(exc).__name__}: {_reason(exc)}"
             ) from None
-        finally:
-            if response is not None:
-                _release(response, reusable)
 
-        truncated = len(raw) > MAX_BODY_BYTES
-        raw = raw[:MAX_BODY_BYTES]
+        raw, truncated = response.body, response.truncated
         status = response.status
         content_type = response.headers.get("Content-Type", "")
         if 200 <= status < 300:
@@ -210,6 +200,20 @@ def _headers(value: Any) -> dict:
     return out
 
 
+def _secret_headers(value: Any) -> list:
+    """Names of headers whose values are secret: kept out of logs, messages and events
+    (``Authorization``, ``Cookie`` and names holding ``token``, ``secret``, ``api-key``,
+    ... are secret without being listed)."""
+    if not isinstance(value, list) or len(value) > MAX_HEADERS:
+        raise ValidationError(
+            "config.secretHeaders", f"must be a list of at most {MAX_HEADERS} header names"
+        )
+    for name in value:
+        if not isinstance(name, str) or not _TOKEN.match(name):
+            raise ValidationError("config.secretHeaders", f"invalid header name {name!r}")
+    return list(value)
+
+
 def _body(raw: bytes, content_type: str, truncated: bool) -> Any:
     if not raw:
         return None
@@ -221,17 +225,6 @@ def _body(raw: bytes, content_type: str, truncated: bool) -> Any:
         except ValueError:
             pass
     return truncate_text(text, MAX_TEXT_CHARS)
-
-
-def _release(response: Any, reusable: bool) -> None:
-    """Give the connection back to the pool, closing it first unless the body was
-    read to the end (a half-read connection must not be reused)."""
-    try:
-        if not reusable:
-            response.close()
-        response.release_conn()
-    except Exception:  # releasing must never mask the real outcome
-        pass
 
 
 def _stopped(ctx: RunContext, when: str) -> AgentFailure:

@@ -1,8 +1,19 @@
-"""``lambda``: invokes an AWS Lambda function synchronously (RequestResponse).
+"""``lambda``: invokes an AWS Lambda function synchronously, only one its tenant may.
 
-The boto3 client is handed in (``deps.lambda_client``), never created here at
-import time; :func:`build_lambda_client` makes one with the settings this kind
-needs (long read timeout, no SDK retries: the scheduler retries).
+Tenancy: ``SCHEDULER_LAMBDA_ALLOWED`` is a function-name pattern with a
+``{tenant}`` placeholder (default ``agent-scheduler-agent-{tenant}-*``). A config
+may name the function by name, partial ARN (``123456789012:function:name``) or full
+ARN, with or without a version or alias; the function name part must match the
+pattern with the run's tenant put in. ``*`` stands for one name segment (letters,
+digits and ``_``, no ``-``), so tenant ``acme`` cannot reach the functions of a
+tenant called ``acme-corp`` (``agent-scheduler-agent-acme-corp-x``). It is checked
+when the agent is saved (a 400 naming ``config.functionName``) and again at every
+run (PERMANENT), since the setting may have changed meanwhile.
+
+The invocation goes through an invoker handed in (``deps.invoker()``, see
+:mod:`chalicelib.adapters.lambda_invoke`): one invocation per attempt, no SDK
+retries. An invocation that outlives its attempt keeps running in Lambda; its
+result is discarded and a retry invokes the function again.
 """
 from __future__ import annotations
 
@@ -10,59 +21,47 @@ import json
 import re
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
-
 from chalicelib.agents import validation as v
-from chalicelib.agents.base import AgentFailure, KindDeps, RunContext
+from chalicelib.agents.base import AgentFailure, KindDeps, RunContext, tenant_of
 from chalicelib.agents.jsonsafe import truncate_text
 from chalicelib.domain.model import AgentKindName, ErrorCategory
 from chalicelib.errors import ValidationError
 
-# Name, partial ARN or full ARN, optionally with :version/:alias (AWS allows 1..170).
-_FUNCTION_NAME = re.compile(r"^[A-Za-z0-9\-_:.$]{1,170}$")
-_PERMANENT_CODES = frozenset(
-    {
-        "ResourceNotFoundException",
-        "InvalidParameterValueException",
-        "InvalidRequestContentException",
-        "RequestTooLargeException",
-        "UnsupportedMediaTypeException",
-        "AccessDeniedException",
-        "AccessDeniedExceptionException",
-        "UnrecognizedClientException",
-        "InvalidSignatureException",
-        "ValidationException",
-    }
+_NAME = r"(?P<name>[A-Za-z0-9_-]{1,64})"
+_QUALIFIER = r"(?::(?P<qualifier>\$LATEST|[A-Za-z0-9_-]{1,128}))?"
+_REFERENCES = (
+    re.compile(rf"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{{12}}:function:{_NAME}{_QUALIFIER}$"),
+    re.compile(rf"^\d{{12}}:function:{_NAME}{_QUALIFIER}$"),
+    re.compile(rf"^{_NAME}{_QUALIFIER}$"),
 )
-_TRANSIENT_CODES = frozenset(
-    {
-        "TooManyRequestsException",
-        "ThrottlingException",
-        "Throttling",
-        "ThrottledException",
-        "RequestLimitExceeded",
-        "ProvisionedThroughputExceededException",
-        "EC2ThrottledException",
-        "ResourceConflictException",  # function is being updated
-        "ResourceNotReadyException",
-        "ServiceException",
-        "ServiceUnavailableException",
-        "InternalFailure",
-    }
-)
+_SEGMENT = "[A-Za-z0-9_]*"  # what "*" stands for in the allowed pattern
 
 
-def build_lambda_client(session: Any = None, *, read_timeout: float = 900.0) -> Any:
-    """A boto3 Lambda client suited to this kind (call it at run time, not import)."""
-    import boto3
-    from botocore.config import Config
+def function_name_of(reference: str) -> str | None:
+    """The function name in a name, partial ARN or full ARN (qualifier dropped), or None."""
+    for pattern in _REFERENCES:
+        match = pattern.match(reference)
+        if match:
+            return match.group("name")
+    return None
 
-    config = Config(
-        connect_timeout=5,
-        read_timeout=read_timeout,
-        retries={"mode": "standard", "max_attempts": 1},
+
+def allowed_names(pattern: str, tenant_id: str) -> str:
+    """The pattern as this tenant sees it (``{tenant}`` filled in)."""
+    return pattern.replace("{tenant}", tenant_id)
+
+
+def may_invoke(pattern: str, tenant_id: str, reference: str) -> bool:
+    """True if ``tenant_id`` may invoke the function ``reference`` names."""
+    name = function_name_of(reference)
+    if name is None or not tenant_id:
+        return False
+    regex = "".join(
+        re.escape(tenant_id) if piece == "{tenant}" else _SEGMENT if piece == "*" else re.escape(piece)
+        for piece in re.split(r"(\{tenant\}|\*)", pattern)
+        if piece
     )
-    return (session or boto3.session.Session()).client("lambda", config=config)
+    return re.fullmatch(regex, name) is not None
 
 
 class LambdaKind:
@@ -70,22 +69,34 @@ class LambdaKind:
 
     def validate_config(self, config: dict) -> dict:
         config = v.as_dict(config, allowed=("functionName", "payload"), required=("functionName",))
-        name = v.string(config["functionName"], "functionName", max_length=170).strip()
-        if not _FUNCTION_NAME.match(name):
+        name = v.string(config["functionName"], "functionName", max_length=256).strip()
+        if function_name_of(name) is None:
             raise ValidationError(
-                "config.functionName", "must be a Lambda function name or ARN"
+                "config.functionName",
+                "must be a Lambda function name, partial ARN or ARN (with an optional version or alias)",
             )
         out: dict = {"functionName": name}
         if config.get("payload") is not None:
             out["payload"] = v.json_value(config["payload"], "payload")
         return out
 
+    def authorize(self, config: dict, tenant_id: str, policy: Any) -> None:
+        """At save: a 400 naming ``config.functionName`` unless the tenant may invoke it."""
+        if not may_invoke(policy.lambda_allowed, tenant_id, config["functionName"]):
+            raise ValidationError("config.functionName", _refusal(config["functionName"], policy, tenant_id))
+
     def run(self, config: dict, ctx: RunContext, deps: KindDeps) -> Any:
         config = self.validate_config(config)
-        client = deps.lambda_client
-        if client is None:
-            raise AgentFailure(ErrorCategory.INTERNAL, "no Lambda client configured")
         name = config["functionName"]
+        tenant_id = tenant_of(ctx)
+        if tenant_id is None:
+            raise AgentFailure(ErrorCategory.PERMANENT, f"lambda {name}: the run's tenant is unknown")
+        policy = deps.agent_policy()
+        if not may_invoke(policy.lambda_allowed, tenant_id, name):
+            raise AgentFailure(ErrorCategory.PERMANENT, f"lambda {name}: {_refusal(name, policy, tenant_id)}")
+        invoker = deps.invoker()
+        if invoker is None:
+            raise AgentFailure(ErrorCategory.INTERNAL, "no Lambda invoker configured")
         if "payload" in config:
             payload = config["payload"]
         else:  # nothing configured: tell the function which run this is
@@ -95,39 +106,28 @@ class LambdaKind:
                 "attempt": ctx.attempt,
                 "input": ctx.input,
             }
-        try:
-            response = client.invoke(
-                FunctionName=name,
-                InvocationType="RequestResponse",
-                Payload=v.dumps(payload).encode("utf-8"),
-            )
-            raw = _read(response.get("Payload"))
-        except ClientError as exc:
-            raise _client_failure(name, exc) from None
-        except ReadTimeoutError:
-            category = ErrorCategory.TIMEOUT if ctx.remaining_seconds() <= 0 else (
-                ErrorCategory.TRANSIENT
-            )
-            raise AgentFailure(category, f"lambda {name}: no response in time") from None
-        except BotoCoreError as exc:  # endpoint unreachable, connect timeout, ...
-            raise AgentFailure(
-                ErrorCategory.TRANSIENT, f"lambda {name}: {type(exc).__name__}: {exc}"
-            ) from None
+        from chalicelib.adapters.lambda_invoke import InvokeFailed
 
-        result = _parse(raw)
-        if response.get("FunctionError"):
-            raise AgentFailure(ErrorCategory.AGENT_ERROR, _error_message(name, response, result))
+        try:
+            invocation = invoker.invoke(name, v.dumps(payload).encode("utf-8"))
+        except InvokeFailed as exc:
+            category = exc.category
+            if exc.timed_out and ctx.remaining_seconds() <= 0:
+                category = ErrorCategory.TIMEOUT
+            raise AgentFailure(category, exc.message, retry_after=exc.retry_after) from None
+
+        result = _parse(invocation.payload)
+        if invocation.function_error:
+            raise AgentFailure(ErrorCategory.AGENT_ERROR, _error_message(invocation, result))
         return result
 
 
-def _read(body: Any) -> bytes:
-    if body is None:
-        return b""
-    if hasattr(body, "read"):
-        body = body.read()
-    if isinstance(body, str):
-        return body.encode("utf-8")
-    return bytes(body)
+def _refusal(reference: str, policy: Any, tenant_id: str) -> str:
+    shown = function_name_of(reference) or reference
+    return (
+        f"refused function {shown!r}: this tenant may invoke only functions named "
+        f"{allowed_names(policy.lambda_allowed, tenant_id)!r} (SCHEDULER_LAMBDA_ALLOWED)"
+    )
 
 
 def _parse(raw: bytes) -> Any:
@@ -140,7 +140,7 @@ def _parse(raw: bytes) -> Any:
         return text
 
 
-def _error_message(name: str, response: dict, result: Any) -> str:
+def _error_message(invocation: Any, result: Any) -> str:
     if isinstance(result, dict) and result.get("errorMessage") is not None:
         message = str(result["errorMessage"])
         if result.get("errorType"):
@@ -148,29 +148,5 @@ def _error_message(name: str, response: dict, result: Any) -> str:
     elif isinstance(result, str) and result:
         message = result
     else:
-        message = f"function error ({response.get('FunctionError')})"
+        message = f"function error ({invocation.function_error})"
     return truncate_text(message, 2000)
-
-
-def _client_failure(name: str, exc: ClientError) -> AgentFailure:
-    error = exc.response.get("Error", {}) or {}
-    meta = exc.response.get("ResponseMetadata", {}) or {}
-    code = str(error.get("Code", ""))
-    status = meta.get("HTTPStatusCode") or 0
-    message = f"lambda {name}: {code or 'ClientError'}: {error.get('Message', exc)}"
-    message = truncate_text(message, 2000)
-    if code in _TRANSIENT_CODES or status == 429 or status >= 500:
-        headers = meta.get("HTTPHeaders", {}) or {}
-        retry_after = _seconds(headers.get("retry-after") or exc.response.get("retryAfterSeconds"))
-        return AgentFailure(ErrorCategory.TRANSIENT, message, retry_after=retry_after)
-    if code in _PERMANENT_CODES or 400 <= status < 500:
-        return AgentFailure(ErrorCategory.PERMANENT, message)
-    return AgentFailure(ErrorCategory.TRANSIENT, message)
-
-
-def _seconds(value: Any) -> float | None:
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        return None
-    return seconds if seconds >= 0 and seconds == seconds and seconds != float("inf") else None
