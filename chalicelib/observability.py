@@ -4,7 +4,8 @@ Modules keep logging through the standard library under ``agent_scheduler.*``
 (``logging.getLogger("agent_scheduler.worker")``); :func:`configure` routes
 those records, and Chalice's own ``app.log``, through the Powertools handler,
 so every line carries ``level``, ``location``, ``message``, ``timestamp``,
-``service`` and whatever keys are bound at the time:
+``service``, ``name`` (the module's logger name) and whatever keys are bound
+at the time:
 
 - per request: ``correlation_id``, API Gateway's request id
   (``correlation_paths.API_GATEWAY_REST``), bound by :func:`request_scope`;
@@ -54,7 +55,8 @@ def configure(level: str | None = None, *, stream: IO[str] | None = None, logger
     global _logger
     level = (level or read_log_level()).upper()
     if _logger is None:
-        _logger = Logger(service=SERVICE, level=level, stream=stream or sys.stdout, utc=True)
+        # name: the module's logger name (agent_scheduler.worker, local.run), to filter on
+        _logger = Logger(service=SERVICE, level=level, stream=stream or sys.stdout, utc=True, name="%(name)s")
     handler = _logger.registered_handler
     if stream is not None and isinstance(handler, logging.StreamHandler):
         handler.setStream(stream)

@@ -45,6 +45,7 @@ def test_a_run_line_is_json_with_the_fixed_keys(lines):
     assert first["message"] == "run started"
     assert first["level"] == "INFO"
     assert first["service"] == "agent-scheduler"
+    assert first["name"] == "agent_scheduler.worker"
     assert {k: first[k] for k in observability.RUN_KEYS} == {
         "tenant_id": "t1", "agent_id": "a1", "session_id": "s1", "attempt": 2, "fire_time": "2026-03-02T12:00:00Z",
     }
