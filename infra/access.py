@@ -1,7 +1,9 @@
 """Least privilege: what each Lambda function may do, and on exactly which resource.
 
 One table, reviewed against the code paths (chalicelib/services/*):
-- every function builds the container, which reads the JWT secret in AWS;
+- only the functions that check a bearer token read the JWT secret (the
+  container reads it on first use): the REST API and the WebSocket connect
+  handler; the tick and the worker never do;
 - every function writes its own log group (created by the stack, so no
   CreateLogGroup) and its EMF metrics go through those logs (no PutMetricData);
 - DynamoDB transactions (TransactWriteItems) are authorised per item as
@@ -31,6 +33,9 @@ QUERY, SCAN, BATCH_GET = "dynamodb:Query", "dynamodb:Scan", "dynamodb:BatchGetIt
 SQS_SEND, SQS_RECEIVE, SQS_DELETE = "sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage"
 SQS_VISIBILITY, SQS_ATTRIBUTES = "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"
 MANAGE_CONNECTIONS = "execute-api:ManageConnections"
+READ_SECRET = "secretsmanager:GetSecretValue"
+# With the X-Ray option only, on "*" (X-Ray has no resource-level permissions).
+XRAY_ACTIONS = ("xray:PutTraceSegments", "xray:PutTelemetryRecords")
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,6 @@ class Access:
 
 
 COMMON = (
-    Access("secret:jwt", ("secretsmanager:GetSecretValue",)),
     Access("logs:self", ("logs:CreateLogStream", "logs:PutLogEvents")),
 )
 
@@ -54,6 +58,7 @@ ACCESS: dict[str, tuple[Access, ...]] = {
         Access("table:control", (GET, UPDATE)),
         Access("queue:work", (SQS_SEND,)),  # run now, cancel and redrive admit at once
         Access("queue:dlq", (SQS_RECEIVE, SQS_DELETE, SQS_VISIBILITY)),  # redrive drains the DLQ
+        Access("secret:jwt", (READ_SECRET,)),  # bearer tokens
     ),
     # The minute tick: due schedules, admission, the sweep, scheduler:status to every connection.
     "tick": (
@@ -83,6 +88,7 @@ ACCESS: dict[str, tuple[Access, ...]] = {
     ),
     "websocket_connect": (
         Access("table:connections", (PUT,)),
+        Access("secret:jwt", (READ_SECRET,)),  # the token in the connect request
     ),
     "websocket_message": (
         Access("table:connections", (GET, UPDATE, DELETE)),
