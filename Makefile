@@ -32,6 +32,11 @@ STAGE ?= dev
 CDK_OUT ?= infra/cdk.out
 CDK ?= npx --yes aws-cdk@2
 AGENT_FUNCTION_ARNS ?=
+# Stack options for synth/deploy, e.g. INFRA_OPTS="--xray --cors-origin https://dash.example.com" (infra/README.md).
+INFRA_OPTS ?=
+# `cdk deploy --require-approval`: broadening asks before widening IAM (needs a terminal);
+# in CI, where there is none: make deploy REQUIRE_APPROVAL=never
+REQUIRE_APPROVAL ?= broadening
 
 # `test: $(INFRA_STAMP)` above is read before INFRA_STAMP is defined (make expands
 # prerequisites as it reads them), so the dependency is declared again here.
@@ -43,11 +48,11 @@ $(INFRA_STAMP): $(STAMP) requirements-infra.txt
 
 # Offline, no credentials: packages the app and writes the CloudFormation template to $(CDK_OUT).
 synth: $(INFRA_STAMP)
-	$(PY) -m infra.app --stage $(STAGE) --out $(CDK_OUT) $(if $(AGENT_FUNCTION_ARNS),--agent-function-arns "$(AGENT_FUNCTION_ARNS)")
+	$(PY) -m infra.app --stage $(STAGE) --out $(CDK_OUT) $(if $(AGENT_FUNCTION_ARNS),--agent-function-arns "$(AGENT_FUNCTION_ARNS)") $(INFRA_OPTS)
 
 # Needs AWS credentials and a bootstrapped account/region (`$(CDK) bootstrap`, once).
 deploy: synth
-	$(CDK) deploy --app $(CDK_OUT) --all --require-approval broadening
+	$(CDK) deploy --app $(CDK_OUT) --all --require-approval $(REQUIRE_APPROVAL)
 
 # The many-due admission test alone (10,000 by default, also part of `make test`); N=... to change it.
 N ?= 10000

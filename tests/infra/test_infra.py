@@ -572,16 +572,18 @@ def test_a_missing_tick_alarms_after_three_minutes(resources):
     assert tick["TreatMissingData"] == "breaching"  # no tick, no data point
 
 
-def test_the_tick_emits_the_metric_the_alarm_watches(capsys):
+def test_the_tick_emits_the_metric_the_alarm_watches(capsys, monkeypatch):
     from chalicelib.services import metrics
 
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")  # tests/conftest.py turns them off
+    metrics.metrics.clear_metrics()  # nothing left over from other tests in this process
     metrics.tick_finished(fires=3, admitted=2, duration_ms=120.0)
     metrics.flush()
     emf = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     (directive,) = emf["_aws"]["CloudWatchMetrics"]
     assert directive["Namespace"] == app_metrics.NAMESPACE and directive["Dimensions"] == [["service"]]
     assert {m["Name"] for m in directive["Metrics"]} == {"TickSucceeded", "TickDuration", "Fires", "RunsAdmitted"}
-    assert (emf["TickSucceeded"], emf["Fires"], emf["RunsAdmitted"]) == (1.0, 3.0, 2.0)
+    assert (emf["TickSucceeded"], emf["Fires"], emf["RunsAdmitted"]) == ([1.0], [3.0], [2.0])
 
 
 def test_queue_worker_api_dlq_and_repair_alarms(resources, stage):
