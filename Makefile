@@ -41,6 +41,11 @@ STAGE ?= dev
 CDK_OUT ?= infra/cdk.out
 CDK ?= npx --yes aws-cdk@2
 AGENT_FUNCTION_ARNS ?=
+# Stack options for synth/deploy, e.g. INFRA_OPTS="--xray --cors-origin https://dash.example.com" (infra/README.md).
+INFRA_OPTS ?=
+# `cdk deploy --require-approval`: broadening asks before widening IAM (needs a terminal);
+# in CI, where there is none: make deploy REQUIRE_APPROVAL=never
+REQUIRE_APPROVAL ?= broadening
 
 # `test: $(INFRA_STAMP)` above is read before INFRA_STAMP is defined (make expands
 # prerequisites as it reads them), so the dependency is declared again here. `check` needs it too:
@@ -54,11 +59,11 @@ $(INFRA_STAMP): $(STAMP) requirements-infra.txt
 
 # Offline, no credentials: packages the app and writes the CloudFormation template to $(CDK_OUT).
 synth: $(INFRA_STAMP)
-	$(PY) -m infra.app --stage $(STAGE) --out $(CDK_OUT) $(if $(AGENT_FUNCTION_ARNS),--agent-function-arns "$(AGENT_FUNCTION_ARNS)")
+	$(PY) -m infra.app --stage $(STAGE) --out $(CDK_OUT) $(if $(AGENT_FUNCTION_ARNS),--agent-function-arns "$(AGENT_FUNCTION_ARNS)") $(INFRA_OPTS)
 
 # Needs AWS credentials and a bootstrapped account/region (`$(CDK) bootstrap`, once).
 deploy: synth
-	$(CDK) deploy --app $(CDK_OUT) --all --require-approval broadening
+	$(CDK) deploy --app $(CDK_OUT) --all --require-approval $(REQUIRE_APPROVAL)
 
 # The many-due admission test alone at N due schedules (10,000 by default; `make test` runs it at
 # 2,000, the default of SCHEDULER_TEST_BULK_N in tests/functional/test_dispatch.py).

@@ -4,11 +4,13 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import time
 from typing import Literal
 
-from chalice import Chalice, Response
+from chalice import Chalice, CORSConfig, Response
 
-from chalicelib.api import auth
+from chalicelib import observability, settings
+from chalicelib.api import auth, gateway
 from chalicelib.api.openapi import openapi_document
 from chalicelib.api.validation import no_unknown_query, parse_json_body, query_int, query_str
 from chalicelib.errors import SchedulerError
@@ -17,6 +19,11 @@ from chalicelib.services import wiring
 app = Chalice(app_name="agent-scheduler")
 app.experimental_feature_flags.update(["WEBSOCKETS"])  # `chalice package` requires the opt-in
 app.log.setLevel(logging.INFO)
+if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):  # in Lambda: JSON lines at SCHEDULER_LOG_LEVEL (make run sets its own)
+    observability.configure()
+if settings.read_cors_origin():  # before the routes: Chalice gives each route the CORS config it sees then
+    app.api.cors = CORSConfig(allow_origin=settings.read_cors_origin(), allow_headers=["Authorization", "Content-Type"],
+                              max_age=600)
 log = logging.getLogger("agent_scheduler.app")
 
 JSON_TYPES = ["application/json", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
@@ -24,6 +31,19 @@ JSON_TYPES = ["application/json", "text/plain", "application/x-www-form-urlencod
 
 def container():
     return wiring.container()
+
+
+@app.middleware("http")
+def _correlation_id(event, get_response):
+    """Every log line of a request carries API Gateway's request id as ``correlation_id``."""
+    with observability.request_scope(event.to_original_event()):
+        return get_response(event)
+
+
+def rest_handler(event, context):
+    """The REST function's handler in AWS, where routes are published under the stage ``api``
+    without their ``/api`` prefix (chalicelib/api/gateway.py)."""
+    return app(gateway.to_app_route(event, app.routes), context)
 
 
 def _error(exc: SchedulerError) -> Response:
@@ -218,7 +238,9 @@ def redrive(principal, body):
 def tick(event):
     from chalicelib.services import metrics
 
+    started = time.monotonic()
     report = container().dispatcher.tick()
+    metrics.tick_finished(report.due, report.admitted, (time.monotonic() - started) * 1000)
     metrics.flush()
     return {"due": report.due, "admitted": report.admitted, "skipped": report.skipped, "resent": report.resent}
 

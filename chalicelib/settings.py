@@ -10,7 +10,9 @@ import os
 import re
 from dataclasses import dataclass, replace
 from typing import Mapping
+from urllib.parse import urlsplit
 
+from chalicelib import limits
 from chalicelib.errors import ConfigError
 
 # --- the public settings: the README's Settings table lists each ---------
@@ -39,6 +41,10 @@ JWT_SECRET_ARN = "SCHEDULER_JWT_SECRET_ARN"  # in AWS: read the secret from Secr
 DUE_SHARDS = "SCHEDULER_DUE_SHARDS"
 PENDING_SHARDS = "SCHEDULER_PENDING_SHARDS"
 AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"  # local: the embedded moto server
+MAX_RATE_LIMITED_WAITS = "SCHEDULER_MAX_RATE_LIMITED_WAITS"
+LOG_LEVEL = "SCHEDULER_LOG_LEVEL"  # DEBUG, INFO (default), WARNING, ERROR
+CORS_ORIGIN = "SCHEDULER_CORS_ORIGIN"  # the dashboard's origin (scheme://host[:port]); unset: no CORS
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 AWS_REGION = "AWS_DEFAULT_REGION"
 
 # --- extensions: what agents may reach ---------------------------------------
@@ -78,6 +84,9 @@ class Settings:
     region: str = "us-east-1"
     http_allow_cidrs: tuple[str, ...] = ()  # normalised CIDRs, e.g. ("10.1.0.0/16",)
     lambda_allowed: str = DEFAULT_LAMBDA_ALLOWED
+    max_rate_limited_waits: int = limits.MAX_RATE_LIMITED_WAITS_DEFAULT
+    log_level: str = "INFO"
+    cors_origin: str = ""
 
     # Fixed engineering constants (not settings): documented here in one place.
     lookahead_seconds: int = 75  # the tick admits runs due up to this far ahead (> the tick period,
@@ -99,7 +108,7 @@ class Settings:
             ws_port=_int(env, WS_PORT, 8001, 1, 65535),
             jwt_secret=secret,
             max_concurrent_agents=_int(env, MAX_CONCURRENT_AGENTS, 5, 1, 1000),
-            max_retries=_int(env, MAX_RETRIES, 3, 0, 10),
+            max_retries=_int(env, MAX_RETRIES, 3, 0, limits.MAX_RETRIES_LIMIT),
             backoff_base_seconds=_float(env, BACKOFF_BASE_SECONDS, 1.0, 0.0, 900.0),
             backoff_max_seconds=_float(env, BACKOFF_MAX_SECONDS, 300.0, 0.0, 900.0),
             alert_after_failures=_int(env, ALERT_AFTER_FAILURES, 3, 1, 1000),
@@ -121,6 +130,10 @@ class Settings:
             region=env.get(AWS_REGION) or env.get("AWS_REGION") or "us-east-1",
             http_allow_cidrs=_cidrs(env, HTTP_ALLOW_CIDRS),
             lambda_allowed=_lambda_pattern(env, LAMBDA_ALLOWED),
+            max_rate_limited_waits=_int(env, MAX_RATE_LIMITED_WAITS, limits.MAX_RATE_LIMITED_WAITS_DEFAULT, 0,
+                                        limits.MAX_RATE_LIMITED_WAITS_LIMIT),
+            log_level=read_log_level(env),
+            cors_origin=read_cors_origin(env),
         )
         if s.backoff_max_seconds < s.backoff_base_seconds:
             raise ConfigError(
@@ -131,6 +144,30 @@ class Settings:
 
     def with_(self, **changes) -> "Settings":
         return replace(self, **changes)
+
+
+def read_log_level(env: Mapping[str, str] | None = None) -> str:
+    """``SCHEDULER_LOG_LEVEL`` alone (logging is set up before the rest of the settings are read)."""
+    env = os.environ if env is None else env
+    raw = _raw(env, LOG_LEVEL)
+    return _choice({LOG_LEVEL: raw.upper()}, LOG_LEVEL, "INFO", LOG_LEVELS) if raw else "INFO"
+
+
+def read_cors_origin(env: Mapping[str, str] | None = None) -> str:
+    """``SCHEDULER_CORS_ORIGIN`` alone: one origin ``scheme://host[:port]``, or "" (no CORS)."""
+    env = os.environ if env is None else env
+    raw = _raw(env, CORS_ORIGIN)
+    if raw is None:
+        return ""
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError:
+        parts = None
+    if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.path
+            or parts.query or parts.fragment or parts.username or parts.password):
+        raise ConfigError(f"{CORS_ORIGIN} must be one origin like https://dashboard.example.com, got {raw!r}")
+    return raw
 
 
 def _raw(env: Mapping[str, str], name: str) -> str | None:

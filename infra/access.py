@@ -1,7 +1,9 @@
 """Least privilege: what each Lambda function may do, and on exactly which resource.
 
 One table, reviewed against the code paths (chalicelib/services/*):
-- every function builds the container, which reads the JWT secret in AWS;
+- only the functions that check a bearer token read the JWT secret (the
+  container reads it on first use): the REST API and the WebSocket connect
+  handler; the tick and the worker never do;
 - every function writes its own log group (created by the stack, so no
   CreateLogGroup) and its EMF metrics go through those logs (no PutMetricData);
 - DynamoDB transactions (TransactWriteItems) are authorised per item as
@@ -23,6 +25,7 @@ from infra.config import index_name
 
 DUE_INDEX = index_name(AgentTenantModel, "due_index")
 PENDING_INDEX = index_name(SessionModel, "pending_index")
+ACTIVE_INDEX = index_name(SessionModel, "active_index")
 DLQ_INDEX = index_name(SessionModel, "dlq_index")
 TENANT_INDEX = index_name(ConnectionModel, "tenant_index")
 
@@ -31,6 +34,9 @@ QUERY, SCAN, BATCH_GET = "dynamodb:Query", "dynamodb:Scan", "dynamodb:BatchGetIt
 SQS_SEND, SQS_RECEIVE, SQS_DELETE = "sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage"
 SQS_VISIBILITY, SQS_ATTRIBUTES = "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"
 MANAGE_CONNECTIONS = "execute-api:ManageConnections"
+READ_SECRET = "secretsmanager:GetSecretValue"
+# With the X-Ray option only, on "*" (X-Ray has no resource-level permissions).
+XRAY_ACTIONS = ("xray:PutTraceSegments", "xray:PutTelemetryRecords")
 
 
 @dataclass(frozen=True)
@@ -40,7 +46,6 @@ class Access:
 
 
 COMMON = (
-    Access("secret:jwt", ("secretsmanager:GetSecretValue",)),
     Access("logs:self", ("logs:CreateLogStream", "logs:PutLogEvents")),
 )
 
@@ -51,20 +56,26 @@ ACCESS: dict[str, tuple[Access, ...]] = {
         Access("table:sessions", (GET, PUT, UPDATE, QUERY, BATCH_GET)),
         Access(f"index:sessions:{PENDING_INDEX}", (QUERY,)),
         Access(f"index:sessions:{DLQ_INDEX}", (QUERY, SCAN)),  # Scan: an admin lists every tenant's
-        Access("table:control", (GET, UPDATE)),
+        Access(f"index:sessions:{ACTIVE_INDEX}", (QUERY,)),  # status: runs holding slots
+        Access("table:control", (GET, UPDATE, BATCH_GET)),  # BatchGet: the slot counters
         Access("queue:work", (SQS_SEND,)),  # run now, cancel and redrive admit at once
         Access("queue:dlq", (SQS_RECEIVE, SQS_DELETE, SQS_VISIBILITY)),  # redrive drains the DLQ
+        Access("secret:jwt", (READ_SECRET,)),  # bearer tokens
     ),
     # The minute tick: due schedules, admission, the sweep, scheduler:status to every connection.
     "tick": (
         Access("table:agents", (UPDATE,)),
         Access(f"index:agents:{DUE_INDEX}", (QUERY,)),
-        Access("table:sessions", (PUT, UPDATE, BATCH_GET)),
+        Access("table:sessions", (GET, PUT, UPDATE, BATCH_GET)),  # Get: "was it me?" after a failed write
         Access(f"index:sessions:{PENDING_INDEX}", (QUERY,)),
         Access(f"index:sessions:{DLQ_INDEX}", (QUERY,)),  # dlqDepth in the status pushed to each tenant
-        Access("table:control", (GET, UPDATE)),
+        Access(f"index:sessions:{ACTIVE_INDEX}", (QUERY,)),  # recovery sweep, reconciler, status
+        Access("table:control", (GET, UPDATE, BATCH_GET, "dynamodb:ConditionCheckItem")),  # slot counters
         Access("table:connections", (SCAN, DELETE)),
         Access("queue:work", (SQS_SEND,)),
+        # recovery ends abandoned attempts like the worker does: a dead run's DLQ copy and alert
+        Access("queue:dlq", (SQS_SEND,)),
+        Access("topic:alerts", ("sns:Publish",)),
         Access("ws:connections", (MANAGE_CONNECTIONS,)),
     ),
     # The worker: claims, runs, records, retries, dead-letters, alerts, admits the next run.
@@ -72,7 +83,7 @@ ACCESS: dict[str, tuple[Access, ...]] = {
         Access("table:agents", (GET, UPDATE)),
         Access("table:sessions", (GET, PUT, UPDATE, QUERY)),  # Query: the overlap check (recent runs)
         Access(f"index:sessions:{PENDING_INDEX}", (QUERY,)),
-        Access("table:control", (GET, UPDATE)),
+        Access("table:control", (GET, UPDATE, "dynamodb:ConditionCheckItem")),  # hand-off checks the pause
         Access("table:connections", (DELETE,)),
         Access(f"index:connections:{TENANT_INDEX}", (QUERY,)),
         Access("queue:work", (SQS_RECEIVE, SQS_DELETE, SQS_ATTRIBUTES, SQS_SEND)),  # event source + admission
@@ -83,6 +94,7 @@ ACCESS: dict[str, tuple[Access, ...]] = {
     ),
     "websocket_connect": (
         Access("table:connections", (PUT,)),
+        Access("secret:jwt", (READ_SECRET,)),  # the token in the connect request
     ),
     "websocket_message": (
         Access("table:connections", (GET, UPDATE, DELETE)),

@@ -83,14 +83,20 @@ def quiet_warnings() -> None:
     warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 
-def configure_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03d %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
+def configure_logging(level: str | None = None) -> None:
+    """JSON lines on standard error, as in Lambda (chalicelib/observability.py): the app's loggers
+    and ``local.*`` at ``SCHEDULER_LOG_LEVEL`` (default INFO), everything else from WARNING."""
+    from chalicelib import observability
+    from chalicelib.settings import read_log_level
+
+    try:
+        level = level or read_log_level()
+    except ConfigError:  # read_options() reports it and stops, like every other bad setting
+        level = "INFO"
+    handler = observability.configure(level, stream=sys.stderr, loggers=("local",)).registered_handler
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
-    for name in ("agent_scheduler.runs", "local"):
-        logging.getLogger(name).setLevel(logging.INFO)
     for name in ("werkzeug", "uvicorn", "uvicorn.error", "uvicorn.access", "botocore", "urllib3"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("uvicorn.error").addFilter(_DenialNoise())

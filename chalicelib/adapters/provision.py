@@ -3,16 +3,18 @@ from __future__ import annotations
 
 import json
 
+from chalicelib import limits
 from chalicelib.adapters import tables
 from chalicelib.settings import Settings
 
 WORK_QUEUE_NAME = "agent-scheduler-work"
 DLQ_NAME = "agent-scheduler-dlq"
 ALERT_TOPIC_NAME = "agent-scheduler-alerts"
-WORKER_TIMEOUT_SECONDS = 900  # worker Lambda timeout: bounds every agent deadline
-WORK_QUEUE_VISIBILITY_SECONDS = WORKER_TIMEOUT_SECONDS + 60  # above the worker's timeout
-MAX_RECEIVE_COUNT = 5  # a message that crashes the handler this often goes to the DLQ
-DLQ_RETENTION_SECONDS = 14 * 86400
+# The same numbers the stack uses (chalicelib/limits.py says how they fit together).
+WORKER_TIMEOUT_SECONDS = limits.WORKER_TIMEOUT_SECONDS
+WORK_QUEUE_VISIBILITY_SECONDS = limits.WORK_QUEUE_VISIBILITY_SECONDS
+MAX_RECEIVE_COUNT = limits.MAX_RECEIVE_COUNT  # a message received this often goes to the DLQ
+DLQ_RETENTION_SECONDS = limits.DLQ_RETENTION_SECONDS
 
 
 def provision(settings: Settings, sqs, sns) -> Settings:

@@ -26,17 +26,24 @@ def run_finished(outcome: str, duration_ms: int) -> None:
             metrics.add_metric(name="RunsFailed", unit=MetricUnit.Count, value=1)
 
 
+def tick_finished(fires: int, admitted: int, duration_ms: float) -> None:
+    """A tick that ran to the end: ``TickSucceeded`` (its absence raises the missing-tick alarm),
+    ``TickDuration``, ``Fires`` (schedules found due) and ``RunsAdmitted``."""
+    with _lock:
+        metrics.add_metric(name="TickSucceeded", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name="TickDuration", unit=MetricUnit.Milliseconds, value=round(max(0.0, duration_ms), 1))
+        metrics.add_metric(name="Fires", unit=MetricUnit.Count, value=max(0, fires))
+        metrics.add_metric(name="RunsAdmitted", unit=MetricUnit.Count, value=max(0, admitted))
+
+
 def flush() -> None:
     with _lock:
         metrics.flush_metrics()
 
 
 def tick_done(report) -> None:
-    """One tick: how many schedules were due, runs created and admitted, repairs made."""
+    """What a tick repaired or could not write (the tick's own counts: ``tick_finished``)."""
     with _lock:
-        metrics.add_metric(name="Ticks", unit=MetricUnit.Count, value=1)
-        metrics.add_metric(name="Fires", unit=MetricUnit.Count, value=report.created)
-        metrics.add_metric(name="RunsAdmitted", unit=MetricUnit.Count, value=report.admitted)
         metrics.add_metric(name="RunsRecovered", unit=MetricUnit.Count, value=report.recovered + report.resent)
         metrics.add_metric(name="TickFailedGroups", unit=MetricUnit.Count, value=report.failed_groups)
 

@@ -311,4 +311,4 @@ def test_zz_ctrl_c_stops_the_whole_system_cleanly(system):
     code = stop_system(system, signal.SIGINT)
     assert code == 0, system.log()[-3000:]
     assert time.monotonic() - started < 10
-    assert "local.run: stopped" in system.log()
+    assert '"message":"stopped"' in system.log() and '"name":"local.run"' in system.log()  # JSON log lines

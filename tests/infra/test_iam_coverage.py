@@ -25,13 +25,13 @@ from chalicelib.services import wiring
 from chalicelib.services.container import Container
 from chalicelib.settings import Settings
 from infra import access
-from infra.config import FUNCTIONS
+from infra.config import FUNCTIONS, LAMBDA_ALLOWED_DEFAULT, iam_function_pattern
 
 SECRET = "coverage-secret"
 T0 = datetime(2026, 3, 2, 11, 59, 30, tzinfo=timezone.utc)
 WS_ENDPOINT = "https://abc123.execute-api.us-east-1.amazonaws.com/api"
-AGENT_FUNCTION = "agent-scheduler-agent-coverage"  # matches the default invokable pattern
-AGENT_PATTERN = "agent-scheduler-agent-*"
+AGENT_FUNCTION = "agent-scheduler-agent-tenant-a-coverage"  # tenant-a's, by the default pattern
+AGENT_PATTERN = iam_function_pattern(LAMBDA_ALLOWED_DEFAULT)  # what the worker's role allows
 
 _TX = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem", "ConditionCheck": "ConditionCheckItem"}
 _SQS = {"SendMessageBatch": "SendMessage", "DeleteMessageBatch": "DeleteMessage",
@@ -43,6 +43,7 @@ class Recorder:
         self.current: str | None = None  # a plain attribute: the pusher's pool threads must see it
         self.calls: list[tuple[str, str, str, dict]] = []
         self.settings = settings
+        self.container = None
 
     def __call__(self, function: str):
         recorder = self
@@ -50,6 +51,10 @@ class Recorder:
         class _Scope:
             def __enter__(self):
                 recorder.current = function
+                # Each function is its own Lambda container: the JWT secret is read (from
+                # Secrets Manager) on first use in each one that needs it, and only there.
+                if recorder.container is not None:
+                    recorder.container.__dict__.pop("jwt_secret", None)
 
             def __exit__(self, *exc):
                 recorder.current = None
@@ -100,7 +105,10 @@ class Recorder:
 @pytest.fixture
 def recorder(monkeypatch):
     with mock_aws():
-        base = Settings.from_env({"SCHEDULER_JWT_SECRET": SECRET}).with_(ws_endpoint=WS_ENDPOINT, alert_after_failures=1)
+        secret_arn = boto3.client("secretsmanager", region_name="us-east-1").create_secret(
+            Name="jwt", SecretString=SECRET)["ARN"]
+        base = Settings.from_env({"SCHEDULER_JWT_SECRET": SECRET}).with_(
+            ws_endpoint=WS_ENDPOINT, alert_after_failures=1, jwt_secret="", jwt_secret_arn=secret_arn)
         settings = provision(base, boto3.client("sqs", region_name="us-east-1"),
                              boto3.client("sns", region_name="us-east-1"))
         rec = Recorder(settings)
@@ -114,6 +122,7 @@ def recorder(monkeypatch):
         monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", recording)
         clock = FixedClock(T0)
         container = Container(settings, clock=clock)
+        rec.container = container
         wiring.set_container(container)
         try:
             yield rec, container, clock
@@ -215,10 +224,14 @@ def test_every_call_is_granted(recorder):
         "worker": {("sns:Publish", "topic:alerts"), ("lambda:InvokeFunction", "lambda:agents"),
                    ("sqs:SendMessage", "queue:dlq"), ("execute-api:ManageConnections", "ws:connections")},
         "tick": {("dynamodb:Query", "index:agents:due-index"), ("execute-api:ManageConnections", "ws:connections")},
-        "api_handler": {("sqs:ReceiveMessage", "queue:dlq"), ("sqs:SendMessage", "queue:work")},
+        "api_handler": {("sqs:ReceiveMessage", "queue:dlq"), ("sqs:SendMessage", "queue:work"),
+                        ("secretsmanager:GetSecretValue", "secret:jwt")},
+        "websocket_connect": {("secretsmanager:GetSecretValue", "secret:jwt")},
     }
     for function, needed in reached.items():
         assert needed <= observed[function], (function, sorted(needed - observed[function]), statuses)
+    for function in ("tick", "worker", "websocket_message", "websocket_disconnect"):  # they never check a token
+        assert not any(action.startswith("secretsmanager:") for action, _ in observed[function]), function
     missing = {}
     for function, needed in observed.items():
         granted = {(action, a.resource) for a in access.grants(function) for action in a.actions}

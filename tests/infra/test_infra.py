@@ -1,7 +1,7 @@
 """The CDK app: synthesizes offline, lints clean, and the template says what the app needs.
 
-One synthesis per module (a subprocess with no AWS credentials at all); every
-test reads the same template.
+Two syntheses per module (subprocesses with no AWS credentials at all): the
+default options, which most tests read, and every option switched on.
 """
 from __future__ import annotations
 
@@ -14,35 +14,66 @@ from pathlib import Path
 
 import pytest
 
+from chalicelib import limits
 from chalicelib import settings as app_settings
 from chalicelib.adapters import provision
 from chalicelib.adapters.tables import ALL_MODELS
+from chalicelib.api import gateway
 from chalicelib.services import metrics as app_metrics
 from chalicelib.settings import Settings
 from infra import access
-from infra.config import FUNCTIONS, MIN_MAXIMUM_CONCURRENCY, TABLES, WORKER_BATCH_SIZE, load_stage
+from infra.config import (
+    ARCHITECTURE,
+    FUNCTIONS,
+    LAMBDA_ALLOWED_DEFAULT,
+    LAMBDA_ALLOWED_ENV,
+    MIN_MAXIMUM_CONCURRENCY,
+    PYTHON_RUNTIME,
+    REST_HANDLER,
+    TABLES,
+    TIMEOUTS,
+    WORKER_BATCH_SIZE,
+    load_stage,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STAGE = "dev"
 SAM_FUNCTION = "AWS::Serverless::Function"
 
 
-# --- synthesis (once) ------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cdk.out")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CDK_"))}
+# --- synthesis (once per set of options) ---------------------------------------------------------------
+CORS_ORIGIN = "https://dashboard.example.com"
+ALL_OPTIONS = ["--tick-reserved-concurrency", "--xray", "--cors-origin", CORS_ORIGIN, "--log-level", "warning"]
+
+
+def _synthesize(out: Path, *flags: str) -> Path:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CDK_", "SCHEDULER_"))}
     env.update(
         AWS_SHARED_CREDENTIALS_FILE=str(out / "no-credentials"),
         AWS_CONFIG_FILE=str(out / "no-config"),
         AWS_EC2_METADATA_DISABLED="true",
     )
     proc = subprocess.run(
-        [sys.executable, "-m", "infra.app", "--stage", STAGE, "--out", str(out)],
+        [sys.executable, "-m", "infra.app", "--stage", STAGE, "--out", str(out), *flags],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, f"synthesis failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     return out
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    return _synthesize(tmp_path_factory.mktemp("cdk.out"))
+
+
+@pytest.fixture(scope="module")
+def options_template_path(tmp_path_factory) -> Path:
+    return _synthesize(tmp_path_factory.mktemp("cdk.out.options"), *ALL_OPTIONS) / f"{STAGE}.template.json"
+
+
+@pytest.fixture(scope="module")
+def options_resources(options_template_path) -> dict:
+    return json.loads(options_template_path.read_text())["Resources"]
 
 
 @pytest.fixture(scope="module")
@@ -111,11 +142,19 @@ def test_synthesizes_without_credentials_and_packages_the_app(synth, template):
     assert unzipped < 250 * 2**20, "over Lambda's 250 MB unzipped limit"
 
 
-def test_cfn_lint_reports_nothing(template_path):
+def _lint(path: Path) -> list[str]:
     from cfnlint.api import ManualArgs, lint_file
 
-    matches = lint_file(template_path, config=ManualArgs(include_checks=["I"], regions=["us-east-1", "eu-west-1"]))
-    assert [f"{m.rule.id} {m.message} ({m.path})" for m in matches] == []
+    matches = lint_file(path, config=ManualArgs(include_checks=["I"], regions=["us-east-1", "eu-west-1"]))
+    return [f"{m.rule.id} {m.message} ({m.path})" for m in matches]
+
+
+def test_cfn_lint_reports_nothing(template_path):
+    assert _lint(template_path) == []
+
+
+def test_cfn_lint_reports_nothing_with_every_option(options_template_path):
+    assert _lint(options_template_path) == []
 
 
 # --- tables -------------------------------------------------------------------------------------------
@@ -171,15 +210,23 @@ def test_tables_are_on_demand_with_pitr_and_no_streams(resources):
 
 
 # --- queues, topic, secret ------------------------------------------------------------------------------
-def test_work_queue_dead_letters_and_outlasts_the_worker(resources):
+def test_work_queue_timeouts_fit_the_worker_and_the_attempts(resources):
     work = props(resources, env_target(resources, app_settings.WORK_QUEUE_URL))
     dlq_id = env_target(resources, app_settings.DLQ_URL)
     worker = props(resources, FUNCTIONS["worker"])
-    assert work["VisibilityTimeout"] == provision.WORK_QUEUE_VISIBILITY_SECONDS
-    assert work["VisibilityTimeout"] > worker["Timeout"]
+    # AWS: six times the function timeout for an SQS event source.
+    assert work["VisibilityTimeout"] == limits.WORK_QUEUE_VISIBILITY_SECONDS >= 6 * worker["Timeout"]
+    # Above the most deliveries one run can make: 1 + maxRetries (at most 10) + rate-limited waits.
+    max_attempts = 1 + limits.MAX_RETRIES_LIMIT + limits.MAX_RATE_LIMITED_WAITS_LIMIT
+    assert work["RedrivePolicy"]["maxReceiveCount"] == limits.MAX_RECEIVE_COUNT > max_attempts
+    assert limits.MAX_RETRIES_LIMIT >= 10 and limits.MAX_RATE_LIMITED_WAITS_LIMIT >= 10
+    # A message outlives every receive before the redrive moves it.
+    assert work["MessageRetentionPeriod"] > work["RedrivePolicy"]["maxReceiveCount"] * work["VisibilityTimeout"]
     assert ref(work["RedrivePolicy"]["deadLetterTargetArn"]) == dlq_id
-    assert work["RedrivePolicy"]["maxReceiveCount"] == provision.MAX_RECEIVE_COUNT
-    assert props(resources, dlq_id)["MessageRetentionPeriod"] == provision.DLQ_RETENTION_SECONDS
+    assert props(resources, dlq_id)["MessageRetentionPeriod"] == limits.DLQ_RETENTION_SECONDS
+    # The local queues (make run, tests) are made from the same numbers.
+    assert (
+        work["VisibilityTimeout"], work["RedrivePolicy"]["maxReceiveCount"], limits.DLQ_RETENTION_SECONDS) == (provision.WORK_QUEUE_VISIBILITY_SECONDS, provision.MAX_RECEIVE_COUNT, provision.DLQ_RETENTION_SECONDS)
     assert env_of(resources, FUNCTIONS["worker"])["SCHEDULER_WORK_QUEUE_ARN"] == {
         "Fn::GetAtt": [env_target(resources, app_settings.WORK_QUEUE_URL), "Arn"]
     }
@@ -219,16 +266,116 @@ def test_worker_event_source_reports_partial_failures_at_the_cap(resources, stag
         assert not [e for e in events.values() if e["Type"] == "SQS"], lid
 
 
-def test_tick_runs_every_minute_alone(resources):
+def test_tick_runs_every_minute_without_reserved_concurrency_by_default(resources, options_resources):
     tick = props(resources, FUNCTIONS["tick"])
-    assert tick["ReservedConcurrentExecutions"] == 1
+    assert "ReservedConcurrentExecutions" not in tick  # a new account's quota of 10 can reserve nothing
+    assert props(options_resources, FUNCTIONS["tick"])["ReservedConcurrentExecutions"] == 1  # the option
     schedules = [e["Properties"]["Schedule"] for e in tick["Events"].values() if e["Type"] == "Schedule"]
     assert schedules == ["rate(1 minute)"]
-    assert tick["Timeout"] <= 60
+    assert tick["Timeout"] == limits.TICK_TIMEOUT_SECONDS <= 60
 
 
-def test_worker_timeout_bounds_agent_deadlines(resources):
-    assert props(resources, FUNCTIONS["worker"])["Timeout"] == provision.WORKER_TIMEOUT_SECONDS == 900
+def test_function_timeouts_come_from_the_limits(resources):
+    for fn, lid in FUNCTIONS.items():
+        assert props(resources, lid)["Timeout"] == TIMEOUTS[fn], fn
+    assert props(resources, FUNCTIONS["worker"])["Timeout"] == limits.WORKER_TIMEOUT_SECONDS == 900
+    # The longest synchronous agent run leaves the worker time to record it.
+    assert props(resources, FUNCTIONS["worker"])["Timeout"] - 60 >= limits.MAX_AGENT_TIMEOUT_SECONDS
+    # API Gateway stops waiting after 29 s: the handlers stop before that.
+    assert props(resources, FUNCTIONS["api_handler"])["Timeout"] < 29
+    for fn in ("websocket_connect", "websocket_message", "websocket_disconnect"):
+        assert props(resources, FUNCTIONS[fn])["Timeout"] < 29, fn
+
+
+def test_runtime_architecture_and_memory(resources, synth):
+    for lid in FUNCTIONS.values():
+        p = props(resources, lid)
+        assert p["Runtime"] == PYTHON_RUNTIME == "python3.14", lid
+        assert p["Architectures"] == [ARCHITECTURE] == ["arm64"], lid
+    for fn in ("websocket_connect", "websocket_message", "websocket_disconnect"):
+        assert props(resources, FUNCTIONS[fn])["MemorySize"] >= 512, fn
+
+
+def test_functions_log_json_at_the_configured_level(resources, options_resources):
+    for lid in FUNCTIONS.values():
+        cfg = props(resources, lid)["LoggingConfig"]
+        assert (cfg["LogFormat"], cfg["ApplicationLogLevel"], cfg["SystemLogLevel"]) == ("JSON", "INFO", "INFO"), lid
+        assert env_of(resources, lid)[app_settings.LOG_LEVEL] == "INFO"
+        assert props(options_resources, lid)["LoggingConfig"]["ApplicationLogLevel"] == "WARN"
+        assert env_of(options_resources, lid)[app_settings.LOG_LEVEL] == "WARNING"
+
+
+def test_xray_tracing_is_an_option(resources, options_resources):
+    for lid in FUNCTIONS.values():
+        assert props(resources, lid)["Tracing"] == "PassThrough", lid
+        assert props(options_resources, lid)["Tracing"] == "Active", lid
+    assert "TracingEnabled" not in props(resources, "RestAPI")
+    assert props(options_resources, "RestAPI")["TracingEnabled"] is True
+    for res in options_resources.values():  # the one statement on "*": X-Ray's, which has no resource ARNs
+        for doc in (p["PolicyDocument"] for p in res.get("Properties", {}).get("Policies", [])):
+            for st in doc["Statement"]:
+                if "*" in _listify(st["Resource"]):
+                    assert sorted(_listify(st["Action"])) == sorted(access.XRAY_ACTIONS), st
+
+
+# --- the REST API ----------------------------------------------------------------------------------------
+def test_routes_are_reachable_under_the_stage_without_a_second_prefix(resources, stage):
+    from app import app
+
+    assert stage.api_gateway_stage == gateway.STAGE_NAME == "api"
+    api = props(resources, "RestAPI")
+    assert api["StageName"] == "api"
+    paths = set(api["DefinitionBody"]["paths"])
+    assert "/health" in paths and not any(p.startswith("/api/") for p in paths)  # https://<api>/api/health
+    assert paths == {gateway.published_path(p) for p in app.routes}
+    assert props(resources, FUNCTIONS["api_handler"])["Handler"] == REST_HANDLER == "app.rest_handler"
+    assert api["Name"] == f"{stage.app_name}-{STAGE}"
+
+
+def test_gateway_responses_are_json_and_never_echo_the_request(resources, options_resources):
+    responses = props(resources, "RestAPI")["DefinitionBody"]["x-amazon-apigateway-gateway-responses"]
+    for kind in ("DEFAULT_4XX", "DEFAULT_5XX", "MISSING_AUTHENTICATION_TOKEN", "ACCESS_DENIED", "UNAUTHORIZED",
+                 "THROTTLED", "INTEGRATION_TIMEOUT", "REQUEST_TOO_LARGE"):
+        assert kind in responses, kind
+    for kind, r in responses.items():
+        (template,) = r["responseTemplates"].values()
+        body = json.loads(template)  # fixed JSON: no $context/$input expression at all
+        assert set(body) == {"code", "message"} and "$" not in template, kind
+        assert r["responseParameters"]["gatewayresponse.header.Content-Type"] == "'application/json'"
+        assert not any("authorization" in k.lower() for k in r["responseParameters"]), kind
+    missing = responses["MISSING_AUTHENTICATION_TOKEN"]
+    assert missing["statusCode"] == "404" and json.loads(missing["responseTemplates"]["application/json"])["code"] == "NOT_FOUND"
+    assert responses["UNAUTHORIZED"]["statusCode"] == "401"
+    assert responses["ACCESS_DENIED"]["statusCode"] == "403"
+    assert "statusCode" not in responses["DEFAULT_4XX"]  # keeps API Gateway's own status
+    with_cors = props(options_resources, "RestAPI")["DefinitionBody"]["x-amazon-apigateway-gateway-responses"]
+    for r in with_cors.values():
+        assert r["responseParameters"]["gatewayresponse.header.Access-Control-Allow-Origin"] == f"'{CORS_ORIGIN}'"
+
+
+def test_access_logs_keep_no_query_string_and_no_header(resources):
+    rest = props(resources, "RestAPI")["AccessLogSetting"]
+    ws = props(resources, "WebsocketAPIStage")["AccessLogSettings"]
+    for setting in (rest, ws):
+        assert resources[ref(setting["DestinationArn"])]["Type"] == "AWS::Logs::LogGroup"
+        fields = json.loads(setting["Format"])
+        assert fields["requestId"] == "$context.requestId"
+        text = setting["Format"].lower()
+        for leak in ("querystring", "header", "authorization", "$context.path", "$input", "authorizer"):
+            assert leak not in text, leak
+    # REST stages log through the account's API Gateway role, set before the stage exists.
+    (account_id,) = of_type(resources, "AWS::ApiGateway::Account")
+    assert account_id in _listify(resources["RestAPI"]["DependsOn"])
+
+
+def test_cors_for_the_dashboard_origin_is_an_option(resources, options_resources):
+    paths = props(options_resources, "RestAPI")["DefinitionBody"]["paths"]
+    preflight = paths["/agents"]["options"]["x-amazon-apigateway-integration"]["responses"]["default"]
+    assert preflight["responseParameters"]["method.response.header.Access-Control-Allow-Origin"] == f"'{CORS_ORIGIN}'"
+    for lid in FUNCTIONS.values():
+        assert env_of(options_resources, lid)[app_settings.CORS_ORIGIN] == CORS_ORIGIN
+        assert app_settings.CORS_ORIGIN not in env_of(resources, lid)
+    assert not any("options" in ops for ops in props(resources, "RestAPI")["DefinitionBody"]["paths"].values())
 
 
 def test_each_function_has_its_own_role_and_log_group(resources):
@@ -363,6 +510,7 @@ def test_sensitive_grants_go_only_where_they_are_used(resources):
     def holders(action, resource=None):
         return {fn for fn, g in grants.items() if any(a == action and (resource in (None, r)) for a, r in g)}
 
+    assert holders("secretsmanager:GetSecretValue") == {"api_handler", "websocket_connect"}  # not tick, worker
     assert holders("sns:Publish") == {"worker"}
     assert holders("lambda:InvokeFunction") == {"worker"}
     assert holders("sqs:ReceiveMessage", "queue:work") == {"worker"}
@@ -381,26 +529,105 @@ def test_sensitive_grants_go_only_where_they_are_used(resources):
         assert not any(a.startswith("cloudwatch:") or a == "logs:CreateLogGroup" for a, _ in g), fn
 
 
-# --- alarms ---------------------------------------------------------------------------------------------------
-def test_alarms_notify_the_alert_topic(resources, stage):
-    topic = env_target(resources, app_settings.ALERT_TOPIC_ARN)
-    alarms = {p["MetricName"]: p for p in (a["Properties"] for a in of_type(resources, "AWS::CloudWatch::Alarm").values())}
-    assert set(alarms) == {"ApproximateNumberOfMessagesVisible", "Errors", "Duration", "Throttles", "StartLateness"}
-    for alarm in alarms.values():
-        assert alarm["AlarmActions"] == [{"Ref": topic}]
-        assert alarm["TreatMissingData"] == "notBreaching"
+# --- lambda agents -------------------------------------------------------------------------------------------
+def test_agent_functions_are_scoped_by_the_tenant_pattern(resources):
+    pattern = env_of(resources, FUNCTIONS["worker"])[LAMBDA_ALLOWED_ENV]
+    assert pattern == LAMBDA_ALLOWED_DEFAULT == "agent-scheduler-agent-{tenant}-*"
+    (statement,) = [
+        st for p in props(resources, props(resources, FUNCTIONS["worker"])["Role"]["Fn::GetAtt"][0])["Policies"]
+        for st in p["PolicyDocument"]["Statement"] if st["Action"] == "lambda:InvokeFunction"
+    ]
+    (arn,) = _listify(statement["Resource"])
+    assert arn["Fn::Sub"].endswith(":function:agent-scheduler-agent-*-*")
 
-    dims = lambda a: {d["Name"]: d["Value"] for d in a["Dimensions"]}  # noqa: E731
+
+# --- alarms and dashboard ---------------------------------------------------------------------------------------
+def _alarms(resources) -> dict:
+    return {p["AlarmName"].rsplit("-", 1)[-1]: p
+            for p in (a["Properties"] for a in of_type(resources, "AWS::CloudWatch::Alarm").values())}
+
+
+def _dims(alarm) -> dict:
+    return {d["Name"]: d["Value"] for d in alarm["Dimensions"]}
+
+
+def test_every_alarm_notifies_the_alert_topic_and_has_a_runbook(resources):
+    topic = env_target(resources, app_settings.ALERT_TOPIC_ARN)
+    alarms = _alarms(resources)
+    assert set(alarms) == {"TickMissing", "TickDuration", "QueueAge", "WorkerErrors", "WorkerThrottles", "Api5xx",
+                           "DeadRuns", "QueueDlqDepth", "CounterRepairs", "StartLateness"}
+    readme = (REPO_ROOT / "infra" / "README.md").read_text()
+    for key, alarm in alarms.items():
+        assert alarm["AlarmActions"] == [{"Ref": topic}], key
+        assert f"infra/README.md#{key.lower()}" in alarm["AlarmDescription"], key
+        assert f"### {key}" in readme, f"no runbook entry for {key}"
+
+
+def test_a_missing_tick_alarms_after_three_minutes(resources):
+    tick = _alarms(resources)["TickMissing"]
+    assert (tick["Namespace"], tick["MetricName"], tick["Statistic"]) == (app_metrics.NAMESPACE, "TickSucceeded", "Sum")
+    assert _dims(tick) == {"service": app_metrics.metrics.service}
+    assert tick["Period"] == 60 and tick["EvaluationPeriods"] == 3
+    assert (tick["ComparisonOperator"], tick["Threshold"]) == ("LessThanThreshold", 1)
+    assert tick["TreatMissingData"] == "breaching"  # no tick, no data point
+
+
+def test_the_tick_emits_the_metric_the_alarm_watches(capsys, monkeypatch):
+    from chalicelib.services import metrics
+
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")  # tests/conftest.py turns them off
+    metrics.metrics.clear_metrics()  # nothing left over from other tests in this process
+    metrics.tick_finished(fires=3, admitted=2, duration_ms=120.0)
+    metrics.flush()
+    emf = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    (directive,) = emf["_aws"]["CloudWatchMetrics"]
+    assert directive["Namespace"] == app_metrics.NAMESPACE and directive["Dimensions"] == [["service"]]
+    assert {m["Name"] for m in directive["Metrics"]} == {"TickSucceeded", "TickDuration", "Fires", "RunsAdmitted"}
+    assert (emf["TickSucceeded"], emf["Fires"], emf["RunsAdmitted"]) == ([1.0], [3.0], [2.0])
+
+
+def test_queue_worker_api_dlq_and_repair_alarms(resources, stage):
+    alarms = _alarms(resources)
+    work = env_target(resources, app_settings.WORK_QUEUE_URL)
     dlq = env_target(resources, app_settings.DLQ_URL)
-    assert dims(alarms["ApproximateNumberOfMessagesVisible"]) == {"QueueName": {"Fn::GetAtt": [dlq, "QueueName"]}}
-    assert alarms["ApproximateNumberOfMessagesVisible"]["Threshold"] == 1
-    assert dims(alarms["Errors"]) == {"FunctionName": {"Ref": FUNCTIONS["tick"]}}
-    assert dims(alarms["Duration"]) == {"FunctionName": {"Ref": FUNCTIONS["tick"]}}
+    age = alarms["QueueAge"]
+    assert age["MetricName"] == "ApproximateAgeOfOldestMessage"
+    assert _dims(age) == {"QueueName": {"Fn::GetAtt": [work, "QueueName"]}}
+    assert age["Threshold"] == stage.knobs.queue_age_alarm_seconds >= limits.WORKER_TIMEOUT_SECONDS
+    for key, metric in (("WorkerErrors", "Errors"), ("WorkerThrottles", "Throttles")):
+        assert alarms[key]["MetricName"] == metric
+        assert _dims(alarms[key]) == {"FunctionName": {"Ref": FUNCTIONS["worker"]}}
+    api = alarms["Api5xx"]
+    assert (api["Namespace"], api["MetricName"]) == ("AWS/ApiGateway", "5XXError")
+    assert _dims(api) == {"ApiName": props(resources, "RestAPI")["Name"], "Stage": stage.api_gateway_stage}
+    sqs_dlq = alarms["QueueDlqDepth"]
+    assert _dims(sqs_dlq) == {"QueueName": {"Fn::GetAtt": [dlq, "QueueName"]}}
+    assert sqs_dlq["MetricName"] == "ApproximateNumberOfMessagesVisible" and sqs_dlq["Threshold"] == 1
+    for key, metric in (("DeadRuns", "RunsDead"), ("CounterRepairs", "CounterRepairs")):
+        a = alarms[key]
+        assert (a["Namespace"], a["MetricName"]) == (app_metrics.NAMESPACE, metric)
+        assert _dims(a) == {"service": app_metrics.metrics.service}
+    repairs = alarms["CounterRepairs"]
+    assert (repairs["ComparisonOperator"], repairs["Threshold"]) == ("GreaterThanThreshold", 0)
+
+
+def test_tick_duration_and_lateness_alarms(resources, stage):
+    alarms = _alarms(resources)
+    duration = alarms["TickDuration"]
+    assert _dims(duration) == {"FunctionName": {"Ref": FUNCTIONS["tick"]}}
     tick_timeout_ms = props(resources, FUNCTIONS["tick"])["Timeout"] * 1000
-    assert tick_timeout_ms / 2 <= alarms["Duration"]["Threshold"] < tick_timeout_ms
-    assert dims(alarms["Throttles"]) == {"FunctionName": {"Ref": FUNCTIONS["worker"]}}
+    assert tick_timeout_ms / 2 <= duration["Threshold"] < tick_timeout_ms
     lateness = alarms["StartLateness"]
     assert lateness["Namespace"] == app_metrics.NAMESPACE
-    assert dims(lateness) == {"service": app_metrics.metrics.service}
+    assert _dims(lateness) == {"service": app_metrics.metrics.service}
     assert lateness["ExtendedStatistic"] == "p99"
     assert lateness["Threshold"] == stage.knobs.lateness_p99_ms
+
+
+def test_dashboard_shows_ticks_fires_lateness_outcomes_and_queue_age(resources):
+    (dashboard,) = of_type(resources, "AWS::CloudWatch::Dashboard").values()
+    parts = dashboard["Properties"]["DashboardBody"]["Fn::Join"][1]
+    text = "".join(p if isinstance(p, str) else json.dumps(p) for p in parts)
+    for name in ("TickDuration", "Fires", "StartLateness", "RunsSucceeded", "RunsFailed", "RunsDead",
+                 "ApproximateAgeOfOldestMessage", "TickSucceeded", "CounterRepairs"):
+        assert f'"{name}"' in text, name
