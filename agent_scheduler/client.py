@@ -130,8 +130,9 @@ def error_from_response(response: httpx.Response, secret: str | None = None) -> 
     if isinstance(body, dict) and isinstance(body.get("code"), str) and isinstance(body.get("message"), str):
         return ApiError(response.status_code, body["code"], _redact(body["message"], secret),
                         body.get("field") if isinstance(body.get("field"), str) else None, _scrub(body, secret))
-    if isinstance(body, dict) and isinstance(body.get("message") or body.get("Message"), str):
-        message = body.get("message") or body.get("Message")  # API Gateway's own answers
+    gateway_message = (body.get("message") or body.get("Message")) if isinstance(body, dict) else None
+    if isinstance(gateway_message, str):
+        message = gateway_message  # API Gateway's own answers
     else:
         message = response.text[:500] or response.reason_phrase or "error"
     code = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
@@ -284,7 +285,7 @@ class SchedulerClient:
     def _creating(self, key: str | None) -> dict:
         return {IDEMPOTENCY_HEADER: key or self.new_idempotency_key()}
 
-    def paginate(self, fn: Callable[..., dict], *args, page_size: int = 100, **kwargs) -> Iterator[dict]:
+    def paginate(self, fn: Callable[..., Any], *args, page_size: int = 100, **kwargs) -> Iterator[Any]:
         token = None
         while True:
             page = fn(*args, limit=page_size, next_token=token, **kwargs)

@@ -233,7 +233,7 @@ def plan(specs: list[dict], current: list[dict], *, applyset: str, prune: bool,
          max_retries_default: int = DEFAULT_MAX_RETRIES) -> list[Step]:
     by_name: dict[str, list[dict]] = {}
     for a in current:
-        by_name.setdefault(a.get("name"), []).append(a)
+        by_name.setdefault(str(a.get("name")), []).append(a)
     steps = []
     for spec in specs:
         name = spec["name"]

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import httpx
 import typer
@@ -22,7 +22,12 @@ from rich.text import Text
 
 from agent_scheduler.cli import apply as applying
 from agent_scheduler.cli.output import (
-    Output, error_text, key_values, short_time, status_text, table,
+    Output,
+    error_text,
+    key_values,
+    short_time,
+    status_text,
+    table,
 )
 from agent_scheduler.cli.profile import PROFILE_ENV, TOKEN_ENV, URL_ENV, Endpoint, ProfileError, resolve
 from agent_scheduler.client import TERMINAL_STATUSES, ApiError, ClientError, SchedulerClient, Unreachable
@@ -107,10 +112,10 @@ def state(ctx: typer.Context) -> State:
 @app.callback()
 def main(
     ctx: typer.Context,
-    url: Annotated[Optional[str], typer.Option("--url", help=f"REST API base, ending in /api [env {URL_ENV}].", show_default=False)] = None,
-    token: Annotated[Optional[str], typer.Option("--token", help=f"Bearer token [env {TOKEN_ENV}]. Never printed.", show_default=False)] = None,
-    ws_url: Annotated[Optional[str], typer.Option("--ws-url", help="WebSocket API URL, for tail [env SCHEDULER_WS_URL].", show_default=False)] = None,
-    profile: Annotated[Optional[Path], typer.Option("--profile", help=f"Profile file to read [env {PROFILE_ENV}].", show_default=False)] = None,
+    url: Annotated[str | None, typer.Option("--url", help=f"REST API base, ending in /api [env {URL_ENV}].", show_default=False)] = None,
+    token: Annotated[str | None, typer.Option("--token", help=f"Bearer token [env {TOKEN_ENV}]. Never printed.", show_default=False)] = None,
+    ws_url: Annotated[str | None, typer.Option("--ws-url", help="WebSocket API URL, for tail [env SCHEDULER_WS_URL].", show_default=False)] = None,
+    profile: Annotated[Path | None, typer.Option("--profile", help=f"Profile file to read [env {PROFILE_ENV}].", show_default=False)] = None,
 ) -> None:
     deps = ctx.obj if isinstance(ctx.obj, Deps) else Deps()
     env = dict(os.environ if deps.env is None else deps.env)
@@ -155,13 +160,13 @@ def find_agent(client: SchedulerClient, ref: str) -> dict:
     """An agent by id or by a name unique in the tenant."""
     if AGENT_ID_RE.match(ref):
         try:
-            return client.get_agent(ref)
+            return dict(client.get_agent(ref))
         except ApiError as exc:
             if exc.status != 404:
                 raise
-    matches = [a for a in client.iter_agents() if a.get("name") == ref or a.get("id") == ref]
+    matches = [dict(a) for a in client.iter_agents() if a.get("name") == ref or a.get("id") == ref]
     if len(matches) > 1:
-        ids = ", ".join(a["id"] for a in matches)
+        ids = ", ".join(str(a["id"]) for a in matches)
         raise typer.BadParameter(f"{len(matches)} agents are named {ref!r} ({ids}): use an id", param_hint="AGENT")
     if not matches:
         raise ApiError(404, "NOT_FOUND", f"no agent with the id or name {ref!r}")
@@ -174,7 +179,7 @@ def _hide_secret(agent: dict, show: bool) -> tuple[dict, bool]:
     return agent, False
 
 
-def _schedule_label(schedule: dict | None) -> str | None:
+def _schedule_label(schedule: Mapping[str, Any] | None) -> str | None:
     if not schedule:
         return None
     expr = schedule.get("expression") or schedule.get("cronExpression")
@@ -249,7 +254,7 @@ def agents_list(ctx: typer.Context, json_output: JsonOpt = False) -> None:
     Example:  agent-scheduler agents list --json | jq -r '.items[].name'
     """
     out = Output(json_output)
-    items = list(state(ctx).client().iter_agents())
+    items: list[dict] = [dict(a) for a in state(ctx).client().iter_agents()]
 
     def human() -> None:
         rows = []
@@ -282,11 +287,11 @@ def agents_create(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Agent name (1..200 characters).", show_default=False)],
     kind: Annotated[str, typer.Option("--kind", "-k", help="echo, sleep, fail, http, lambda, ...")] = "echo",
-    config: Annotated[Optional[str], typer.Option("--config", "-c", help="Kind settings as a JSON object.", show_default=False)] = None,
-    description: Annotated[Optional[str], typer.Option("--description", show_default=False)] = None,
-    timeout_seconds: Annotated[Optional[int], typer.Option("--timeout-seconds", show_default=False)] = None,
-    max_retries: Annotated[Optional[int], typer.Option("--max-retries", show_default=False)] = None,
-    idempotency_key: Annotated[Optional[str], typer.Option("--idempotency-key", help="Reuse to make a repeated create return the first agent (default: a fresh key, kept across retries).", show_default=False)] = None,
+    config: Annotated[str | None, typer.Option("--config", "-c", help="Kind settings as a JSON object.", show_default=False)] = None,
+    description: Annotated[str | None, typer.Option("--description", show_default=False)] = None,
+    timeout_seconds: Annotated[int | None, typer.Option("--timeout-seconds", show_default=False)] = None,
+    max_retries: Annotated[int | None, typer.Option("--max-retries", show_default=False)] = None,
+    idempotency_key: Annotated[str | None, typer.Option("--idempotency-key", help="Reuse to make a repeated create return the first agent (default: a fresh key, kept across retries).", show_default=False)] = None,
     show_secrets: Annotated[bool, typer.Option("--show-secrets", help="Print the agent's signing secret.")] = False,
     json_output: JsonOpt = False,
 ) -> None:
@@ -337,7 +342,7 @@ def _published_max_retries(client: SchedulerClient) -> int:
         return applying.DEFAULT_MAX_RETRIES
     schemas = list(((doc.get("components") or {}).get("schemas") or {}).values())
     post = ((doc.get("paths") or {}).get("/api/agents") or {}).get("post") or {}
-    schemas.append(((((post.get("requestBody") or {}).get("content") or {}).get("application/json") or {}).get("schema") or {}))
+    schemas.append((((post.get("requestBody") or {}).get("content") or {}).get("application/json") or {}).get("schema") or {})
     for schema in schemas:
         default = ((schema.get("properties") or {}).get("maxRetries") or {}).get("default") if isinstance(schema, dict) else None
         if isinstance(default, int):
@@ -352,7 +357,7 @@ def agents_apply(
     file: Annotated[str, typer.Option("--file", "-f", help="YAML or JSON {agents: [...]}; - reads stdin.", show_default=False)],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show each change (old and new), change nothing.")] = False,
     prune: Annotated[bool, typer.Option("--prune", help="Delete agents of this apply set that the file no longer names.")] = False,
-    applyset: Annotated[Optional[str], typer.Option("--applyset", help="Name of the apply set [default: the file's name].", show_default=False)] = None,
+    applyset: Annotated[str | None, typer.Option("--applyset", help="Name of the apply set [default: the file's name].", show_default=False)] = None,
     show_secrets: Annotated[bool, typer.Option("--show-secrets", help="Print signing secrets of created agents.")] = False,
     json_output: JsonOpt = False,
 ) -> None:
@@ -382,7 +387,7 @@ def agents_apply(
         raise typer.BadParameter(str(exc), param_hint="--file") from None
     client = state(ctx).client()
     needs_default = any("maxRetries" not in s for s in specs)
-    steps = applying.plan(specs, list(client.iter_agents()), applyset=name, prune=prune,
+    steps = applying.plan(specs, [dict(a) for a in client.iter_agents()], applyset=name, prune=prune,
                           max_retries_default=_published_max_retries(client) if needs_default else applying.DEFAULT_MAX_RETRIES)
     results = applying.execute(client, steps, dry_run=dry_run)
     counts = applying.summary(results)
@@ -415,15 +420,15 @@ def schedule_set(
     ctx: typer.Context,
     agent: AgentArg,
     expression: Annotated[str, typer.Argument(metavar="EXPRESSION", help="Cron (5 fields, @daily, H) as the API accepts.", show_default=False)],
-    timezone: Annotated[Optional[str], typer.Option("--timezone", "--tz", help="IANA zone [default: UTC].", show_default=False)] = None,
-    priority: Annotated[Optional[str], typer.Option("--priority", help="CRITICAL, HIGH, NORMAL, LOW.", show_default=False)] = None,
+    timezone: Annotated[str | None, typer.Option("--timezone", "--tz", help="IANA zone [default: UTC].", show_default=False)] = None,
+    priority: Annotated[str | None, typer.Option("--priority", help="CRITICAL, HIGH, NORMAL, LOW.", show_default=False)] = None,
     disabled: Annotated[bool, typer.Option("--disabled", help="Save it disabled.")] = False,
-    catchup: Annotated[Optional[str], typer.Option("--catchup", show_default=False)] = None,
-    catchup_window_seconds: Annotated[Optional[int], typer.Option("--catchup-window-seconds", show_default=False)] = None,
-    overlap_policy: Annotated[Optional[str], typer.Option("--overlap-policy", show_default=False)] = None,
-    jitter_seconds: Annotated[Optional[int], typer.Option("--jitter-seconds", show_default=False)] = None,
-    start_at: Annotated[Optional[str], typer.Option("--start-at", help="ISO 8601 with offset.", show_default=False)] = None,
-    end_at: Annotated[Optional[str], typer.Option("--end-at", help="ISO 8601 with offset.", show_default=False)] = None,
+    catchup: Annotated[str | None, typer.Option("--catchup", show_default=False)] = None,
+    catchup_window_seconds: Annotated[int | None, typer.Option("--catchup-window-seconds", show_default=False)] = None,
+    overlap_policy: Annotated[str | None, typer.Option("--overlap-policy", show_default=False)] = None,
+    jitter_seconds: Annotated[int | None, typer.Option("--jitter-seconds", show_default=False)] = None,
+    start_at: Annotated[str | None, typer.Option("--start-at", help="ISO 8601 with offset.", show_default=False)] = None,
+    end_at: Annotated[str | None, typer.Option("--end-at", help="ISO 8601 with offset.", show_default=False)] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Create or replace an agent's schedule; prints its next runs.
@@ -481,12 +486,12 @@ def schedule_rm(ctx: typer.Context, agent: AgentArg, json_output: JsonOpt = Fals
 def run_cmd(
     ctx: typer.Context,
     agent: AgentArg,
-    input: Annotated[Optional[str], typer.Option("--input", "-i", help="The run's input, as JSON.", show_default=False)] = None,
-    priority: Annotated[Optional[str], typer.Option("--priority", help="CRITICAL, HIGH, NORMAL, LOW [default: the schedule's].", show_default=False)] = None,
+    input: Annotated[str | None, typer.Option("--input", "-i", help="The run's input, as JSON.", show_default=False)] = None,
+    priority: Annotated[str | None, typer.Option("--priority", help="CRITICAL, HIGH, NORMAL, LOW [default: the schedule's].", show_default=False)] = None,
     wait: Annotated[bool, typer.Option("--wait", "-w", help="Wait for the outcome; exit 1 unless it SUCCEEDED.")] = False,
-    timeout: Annotated[Optional[float], typer.Option("--timeout", help="With --wait: give up after this many seconds (exit 1).", show_default=False)] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="With --wait: give up after this many seconds (exit 1).", show_default=False)] = None,
     poll_seconds: Annotated[float, typer.Option("--poll-seconds", help="With --wait: how often to look.", min=0.1)] = 1.0,
-    idempotency_key: Annotated[Optional[str], typer.Option("--idempotency-key", help="Reuse to make a repeated run-now start nothing new (default: a fresh key, kept across retries).", show_default=False)] = None,
+    idempotency_key: Annotated[str | None, typer.Option("--idempotency-key", help="Reuse to make a repeated run-now start nothing new (default: a fresh key, kept across retries).", show_default=False)] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Run an agent now (through the same admission as scheduled runs).
@@ -558,7 +563,7 @@ def _session_view(out: Output, s: dict) -> None:
 def runs_list(
     ctx: typer.Context,
     agent: AgentArg,
-    status: Annotated[Optional[str], typer.Option("--status", help="Only runs with this status.", show_default=False)] = None,
+    status: Annotated[str | None, typer.Option("--status", help="Only runs with this status.", show_default=False)] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many, newest first.", min=1, max=1000)] = 20,
     json_output: JsonOpt = False,
 ) -> None:
@@ -633,7 +638,7 @@ def dlq_list(ctx: typer.Context, json_output: JsonOpt = False) -> None:
 @command
 def dlq_redrive(
     ctx: typer.Context,
-    sessions: Annotated[Optional[list[str]], typer.Argument(help="Dead sessions to redrive [default: all you can see].", show_default=False)] = None,
+    sessions: Annotated[list[str] | None, typer.Argument(help="Dead sessions to redrive [default: all you can see].", show_default=False)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be redriven; change nothing.")] = False,
     json_output: JsonOpt = False,
 ) -> None:
@@ -669,9 +674,9 @@ def dlq_redrive(
 @command
 def tail_cmd(
     ctx: typer.Context,
-    agent: Annotated[Optional[list[str]], typer.Option("--agent", "-a", help="Only this agent (id or name; repeatable) [default: all].", show_default=False)] = None,
-    since: Annotated[Optional[int], typer.Option("--since", help="Replay the retained events after this seq first.", min=0, show_default=False)] = None,
-    count: Annotated[Optional[int], typer.Option("--count", "-n", help="Stop after this many events.", min=1, show_default=False)] = None,
+    agent: Annotated[list[str] | None, typer.Option("--agent", "-a", help="Only this agent (id or name; repeatable) [default: all].", show_default=False)] = None,
+    since: Annotated[int | None, typer.Option("--since", help="Replay the retained events after this seq first.", min=0, show_default=False)] = None,
+    count: Annotated[int | None, typer.Option("--count", "-n", help="Stop after this many events.", min=1, show_default=False)] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Follow the live event stream (WebSocket); reconnects and resumes after a drop.

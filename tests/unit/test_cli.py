@@ -6,6 +6,7 @@ import itertools
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -57,7 +58,7 @@ class FakeApi:
         if self.fail_next and self.fail_next[0][0] in (None, request.method):
             return self.fail_next.pop(0)[1]
         path = request.url.path
-        body = json.loads(request.content) if request.content else None
+        body: Any = json.loads(request.content) if request.content else None
         m, parts = request.method, path.strip("/").split("/")[1:]
         if parts == ["scheduler", "status"]:
             return self._json(200, {"paused": False, "maxConcurrentAgents": 5, "running": 1, "queued": 0,
@@ -81,9 +82,9 @@ class FakeApi:
             self.created_with_key[key] = agent
             return self._json(201, agent)
         if parts[:1] == ["agents"] and len(parts) >= 2:
-            agent = self.agents.get(parts[1])
-            if agent is None:
+            if parts[1] not in self.agents:
                 return self._not_found(f"agent {parts[1]!r}")
+            agent = self.agents[parts[1]]
             rest = parts[2:]
             if not rest:
                 if m == "GET":

@@ -18,7 +18,7 @@ def _shape(route: str) -> list[str]:
 
 def _covers(client_route: str, doc_route: str) -> bool:
     mine, theirs = _shape(client_route), _shape(doc_route)
-    return len(mine) == len(theirs) and all(m == t or m == "{}" for m, t in zip(mine, theirs))
+    return len(mine) == len(theirs) and all(m == t or m == "{}" for m, t in zip(mine, theirs, strict=True))
 
 
 def test_every_operation_of_the_openapi_document_has_a_client_method():
