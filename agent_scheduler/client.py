@@ -224,6 +224,7 @@ class SchedulerClient:
         headers = {"User-Agent": f"agent-scheduler/{__version__}", "Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        self.last_headers: httpx.Headers = httpx.Headers()
         inner = transport if transport is not None else httpx.HTTPTransport()
         self._http = httpx.Client(
             base_url=self.url + "/", headers=headers, timeout=timeout,
@@ -267,6 +268,7 @@ class SchedulerClient:
             response = self._http.request(method, rel, **kwargs)
         except httpx.TransportError as exc:
             raise Unreachable(f"cannot reach {self.url}: {type(exc).__name__}: {_redact(str(exc), self._token) or 'no answer'}") from None
+        self.last_headers = response.headers
         if response.status_code >= 400:
             raise error_from_response(response, self._token)
         if raw:
@@ -277,6 +279,11 @@ class SchedulerClient:
             return response.json()
         except ValueError:
             raise ApiError(response.status_code, "BAD_RESPONSE", f"{method} {route}: the answer is not JSON") from None
+
+    @property
+    def replayed(self) -> bool:
+        """The last answer repeats an earlier one (its ``Idempotency-Key`` was used before)."""
+        return self.last_headers.get(REPLAYED_HEADER, "").lower() == "true"
 
     @staticmethod
     def new_idempotency_key() -> str:

@@ -55,6 +55,7 @@ app.add_typer(dlq_app, name="dlq")
 
 AGENT_ID_RE = re.compile(r"^ag_[0-9a-f]{20}$")
 PRIORITIES = ("CRITICAL", "HIGH", "NORMAL", "LOW")
+REPLAYED_NOTE = "replayed: an earlier request with this idempotency key did it; this is its answer"
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
 AgentArg = Annotated[str, typer.Argument(metavar="AGENT", help="Agent id or unique name.", show_default=False)]
@@ -309,7 +310,10 @@ def agents_create(
     for key, value in (("description", description), ("timeoutSeconds", timeout_seconds), ("maxRetries", max_retries)):
         if value is not None:
             body[key] = value
-    created, hidden = _hide_secret(state(ctx).client().create_agent(body, idempotency_key=idempotency_key), show_secrets)
+    client = state(ctx).client()
+    created, hidden = _hide_secret(client.create_agent(body, idempotency_key=idempotency_key), show_secrets)
+    if client.replayed:
+        out.note(REPLAYED_NOTE)
 
     def human() -> None:
         out.print(f"created {created.get('name')} ({created.get('id')})")
@@ -507,6 +511,8 @@ def run_cmd(
     found = find_agent(client, agent)
     queued = client.run_agent(found["id"], input=payload, priority=priority.upper() if priority else None,
                               idempotency_key=idempotency_key)
+    if client.replayed:
+        out.note(REPLAYED_NOTE)
     session_id = queued.get("sessionId")
     reason = queued.get("waitingReason")
     if not wait:

@@ -77,7 +77,7 @@ class FakeApi:
         if parts == ["agents"] and m == "POST":
             key = request.headers.get("Idempotency-Key")
             if key in self.created_with_key:
-                return self._json(201, self.created_with_key[key])
+                return httpx.Response(201, json=self.created_with_key[key], headers={"Idempotent-Replayed": "true"})
             agent = self.add_agent(body.pop("name"), body.pop("kind"), **body)
             self.created_with_key[key] = agent
             return self._json(201, agent)
@@ -296,6 +296,12 @@ def test_a_non_idempotent_post_is_not_retried_after_a_5xx(deps, api):
     api.fail_next.append(("POST", httpx.Response(503, json={"code": "UNAVAILABLE", "message": "busy"})))
     r = cli(deps, "runs", "cancel", a["id"], sid)
     assert r.exit_code == 1 and [q.url.path for q in api.requests].count(f"/api/agents/{a['id']}/sessions/{sid}/cancel") == 1
+
+
+def test_a_replayed_create_says_so_and_creates_nothing(deps, api):
+    first = as_json(cli(deps, "agents", "create", "report", "--idempotency-key", "k1", "--json"))
+    r = cli(deps, "agents", "create", "report", "--idempotency-key", "k1", "--json")
+    assert r.exit_code == 0 and as_json(r)["id"] == first["id"] and "replayed" in r.stderr and len(api.agents) == 1
 
 
 def test_signing_secrets_print_only_when_asked(deps, api):
