@@ -7,16 +7,19 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test unit check venv clean synth deploy bench test-scale
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt requirements-cli.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip<26.3"
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .   # .venv/bin/agent-scheduler
 	touch $(STAMP)
 
 venv: $(STAMP)
 
+# Also writes the CLI's profile (URL and development token, mode 0600) to $(CLI_PROFILE).
+CLI_PROFILE ?= .local/profile.json
 run: $(STAMP)
-	$(PY) -m local.run
+	SCHEDULER_PROFILE=$(CLI_PROFILE) $(PY) -m local.run
 
 test: $(INFRA_STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile

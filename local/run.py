@@ -150,6 +150,22 @@ def prepare_environment(moto_url: str, ws_port: int) -> None:
     env.setdefault("POWERTOOLS_SERVICE_NAME", "agent-scheduler")
 
 
+def write_cli_profile(url: str, token: str, ws_url: str, env=None) -> str | None:
+    """The CLI's profile (URL and development token, mode 0600) at ``SCHEDULER_PROFILE``
+    (``make run`` sets it to .local/profile.json; unset or empty: none is written)."""
+    from agent_scheduler.cli.profile import PROFILE_ENV, write_profile
+
+    path = ((os.environ if env is None else env).get(PROFILE_ENV) or "").strip()
+    if not path:
+        return None
+    try:
+        write_profile(Path(path), url, token, ws_url)
+    except OSError as exc:
+        log.warning("cannot write the CLI profile %s: %s", path, exc)
+        return None
+    return path
+
+
 class System:
     """Everything ``make run`` starts, in start order; ``stop`` undoes it in reverse."""
 
@@ -243,6 +259,7 @@ class System:
         api = f"http://{HOST}:{s.api_port}"
         ws = f"ws://{HOST}:{s.ws_port}"
         days = TOKEN_TTL_SECONDS // 86400
+        profile = write_cli_profile(f"{api}/api", token, ws)
         return "\n".join([
             "",
             "Agent Scheduler is running locally.",
@@ -258,6 +275,7 @@ class System:
             f"export ADMIN_TOKEN={admin}",
             "",
             f'Try: curl -s -H "Authorization: Bearer $TOKEN" {api}/api/agents',
+            *([f"  or: .venv/bin/agent-scheduler status   (the CLI reads {profile})"] if profile else []),
             "Press Ctrl-C to stop.",
             "",
         ])
