@@ -22,6 +22,7 @@ from chalicelib.adapters.queues import OutMessage
 from chalicelib.adapters.tables import AgentTenantModel, SessionModel
 from chalicelib.domain.admission import START_SLACK_SECONDS, Admit, Candidate, live_leases, plan_admission
 from chalicelib.domain.cron import CronSchedule
+from chalicelib.domain.expressions import fire_times_for
 from chalicelib.domain.ids import manual_session_id, scheduled_session_id
 from chalicelib.domain.model import Priority, SessionStatus, Trigger
 from chalicelib.domain.records import STAGE_ADMITTED, STAGE_PENDING, Agent, Session
@@ -173,7 +174,7 @@ class Dispatcher:
 
     def _plan_schedule(self, agent: Agent, now: float, pauses) -> tuple[TxGroup, list[Session], int]:
         spec = agent.schedule
-        cron = cron_for(spec.cron_expression, spec.timezone, agent.agent_id)
+        cron = fire_times_for(spec, agent.agent_id)  # cron, rate() or at()
         plan = plan_fires(
             agent_id=agent.agent_id,
             spec=spec,

@@ -184,3 +184,24 @@ def test_delay_counts_from_when_each_batch_is_sent():
     assert m.delay(NOW + 3.2) == 38, "a batch sent 3.2 s into a long tick waits 3 s less"
     assert m.delay(NOW + 100) == 0
     assert m.delay(None) == 41
+
+
+# --- jitter: judged by the jittered time -------------------------------------------------
+def test_a_large_jitter_is_on_time_when_the_tick_reaches_its_jittered_second():
+    fire = ts("2026-03-02T12:00:00+00:00")
+    off = jitter_offset("ag_1", fire, 3000)
+    assert off > 300  # this fire's jitter is far beyond the late tolerance
+    now = fire + off - 30  # the tick that finds it due (due_at = fire + jitter)
+    p = plan("0 * * * *", next_run="2026-03-02T12:00:00+00:00", now=datetime.fromtimestamp(now, timezone.utc).isoformat(),
+             jitter_seconds=3000, catchup=CatchupPolicy.NONE)
+    assert [(r.fire_at, r.scheduled_for) for r in p.runs] == [(fire, fire + off)]
+    assert p.skips == ()
+
+
+def test_a_jittered_fire_missed_by_more_than_the_tolerance_is_missed():
+    fire = ts("2026-03-02T12:00:00+00:00")
+    off = jitter_offset("ag_1", fire, 3000)
+    now = fire + off + 400
+    p = plan("0 * * * *", next_run="2026-03-02T12:00:00+00:00", now=datetime.fromtimestamp(now, timezone.utc).isoformat(),
+             jitter_seconds=3000, catchup=CatchupPolicy.NONE)
+    assert p.runs == () and [s.reason for s in p.skips] == [SkipReason.CATCHUP_WINDOW]
