@@ -84,6 +84,7 @@ def agent_from_item(m: AgentTenantModel) -> Agent:
         active_runs=int(m.active_runs or 0),
         consecutive_failures=int(m.consecutive_failures or 0),
         alerted=bool(m.alerted),
+        schedule_version=int(m.schedule_version or 0),
     )
 
 
@@ -170,7 +171,8 @@ def session_to_item(s: Session, *, shards: int, expires_at: float | None) -> Ses
         run_lease_until=s.run_lease_until,
         cancel_requested=s.cancel_requested or None,
         pending_shard=pending_shard(s.session_id, shards) if pending else None,
-        pending_rank=pending_rank(s.priority.rank, s.eligible_at, s.session_id) if pending else None,
+        pending_rank=pending_rank(s.priority.rank, s.eligible_at, s.session_id,
+                                  s.trigger is Trigger.BACKFILL) if pending else None,
         dlq_tenant=s.tenant_id if s.in_dlq else None,
         failed_at=s.failed_at,
         expires_at=_ttl(expires_at),
@@ -219,6 +221,17 @@ class AgentStore:
         With ``check_next_run_at`` the write only lands if the tick has not advanced the
         schedule since it was read (else ConditionFailed: read again and retry).
         """
+        item, actions, cond = self.save_request(
+            agent, due_shard=due_shard, due_at=due_at, must_exist=must_exist,
+            expect_next_run_at=expect_next_run_at, check_next_run_at=check_next_run_at,
+        )
+        with aws_call("update agent"):
+            item.update(actions=actions, condition=cond)
+
+    @staticmethod
+    def save_request(agent: Agent, *, due_shard: str | None, due_at: float | None, must_exist: bool,
+                     expect_next_run_at=None, check_next_run_at: bool = False) -> tuple:
+        """(item, update actions, condition) of :meth:`save`, for a caller that adds it to a transaction."""
         a = AgentTenantModel
         actions = [
             a.name.set(agent.name),
@@ -243,8 +256,7 @@ class AgentStore:
         if check_next_run_at:
             same = a.next_run_at.does_not_exist() if expect_next_run_at is None else (a.next_run_at == expect_next_run_at)
             cond = same if cond is None else cond & same
-        with aws_call("update agent"):
-            item.update(actions=actions, condition=cond)
+        return item, actions, cond
 
     def delete(self, tenant_id: str, agent_id: str) -> bool:
         with aws_call("delete agent"):

@@ -66,6 +66,7 @@ class FireTimes(ABC):
     kind: ClassVar[str]
     expression: str  # canonical text (what answers and storage carry)
     timezone: str
+    hash_id: str | None = None  # the seed of cron's H tokens (None for the other kinds)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -112,6 +113,7 @@ class CronFires(FireTimes):
         self.schedule = schedule
         self.expression = schedule.expression
         self.timezone = schedule.timezone
+        self.hash_id = schedule.hash_id
 
     @property
     def key(self) -> tuple:

@@ -237,6 +237,7 @@ class Dispatcher:
             eligible_at=s.eligible_at,
             timeout_seconds=s.timeout_seconds,
             attempt=s.attempt + 1,
+            backfill=s.trigger is Trigger.BACKFILL,
         )
 
     # --- slots -------------------------------------------------------------------
