@@ -205,3 +205,18 @@ def test_a_jittered_fire_missed_by_more_than_the_tolerance_is_missed():
     p = plan("0 * * * *", next_run="2026-03-02T12:00:00+00:00", now=datetime.fromtimestamp(now, timezone.utc).isoformat(),
              jitter_seconds=3000, catchup=CatchupPolicy.NONE)
     assert p.runs == () and [s.reason for s in p.skips] == [SkipReason.CATCHUP_WINDOW]
+
+
+# --- backfill waits behind live runs of its priority ----------------------------------------
+def test_a_backfill_run_waits_behind_live_runs_of_its_priority_but_not_lower_ones():
+    t = ts("2026-03-02T12:00:00+00:00")
+    old = Candidate("b1", "t", "a", Priority.NORMAL, t - 86400, 60, backfill=True)
+    live = Candidate("l1", "t", "a", Priority.NORMAL, t + 10, 60)
+    low = Candidate("x1", "t", "a", Priority.LOW, t - 100, 60)
+    p = plan_admission([old, low, live], [], cap=1, now=t, lookahead=75, lease_margin=60)
+    assert [a.candidate.session_id for a in p.admit] == ["l1"]
+    assert [c.session_id for c in p.waiting] == ["b1", "x1"]
+    # the stored pending order says the same
+    ranks = sorted([pending_rank(2, t - 86400, "b1", backfill=True), pending_rank(2, t + 10, "l1"),
+                    pending_rank(3, t - 100, "x1"), pending_rank(1, t + 500, "h1")])
+    assert [r.rsplit("#", 1)[1] for r in ranks] == ["h1", "l1", "b1", "x1"]
