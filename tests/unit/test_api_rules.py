@@ -195,8 +195,11 @@ def test_openapi_document_lists_every_route():
               "/api/agents/{agent_id}/run", "/api/agents/{agent_id}/sessions", "/api/agents/{agent_id}/sessions/{session_id}",
               "/api/agents/{agent_id}/sessions/{session_id}/cancel", "/api/scheduler/status", "/api/scheduler/pause",
               "/api/scheduler/resume", "/api/schedules/validate", "/api/schedules/bulk", "/api/schedules/conflicts",
-              "/api/agents/{agent_id}/fires", "/api/dlq", "/api/dlq/redrive", "/api/openapi.json"]:
+              "/api/agents/{agent_id}/fires", "/api/dlq", "/api/dlq/redrive", "/api/openapi.json",
+              "/api/agents/{agent_id}/backfill", "/api/agents/{agent_id}/schedule/history"]:
         assert p in paths
     from openapi_spec_validator import validate as validate_spec
 
     validate_spec(doc)
+    schedule = doc["components"]["schemas"]["Schedule"]["properties"]
+    assert {"expression", "cronExpression", "excludeDates", "version"} <= set(schedule)
