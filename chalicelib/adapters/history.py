@@ -119,10 +119,10 @@ class HistoryStore:
         pk = history_pk(agent_id)
         n = 0
         with aws_call("delete schedule history"):
-            with ScheduleHistoryModel.batch_write() as batch:
-                for m in ScheduleHistoryModel.query(pk, attributes_to_get=["tenant_id", "agent_id"]):
-                    batch.delete(m)
-                    n += 1
+            # DeleteItem one by one (no BatchWriteItem grant needed; a history is short)
+            for m in ScheduleHistoryModel.query(pk, attributes_to_get=["tenant_id", "agent_id"]):
+                m.delete()
+                n += 1
         return n
 
 
