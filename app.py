@@ -295,3 +295,20 @@ def agent_fires(principal, agent_id):
     q = _q()
     no_unknown_query(q, {"from", "to"})
     return container().schedule_service.fires(principal.tenant_id, agent_id, query_str(q, "from", 64), query_str(q, "to", 64))
+
+
+# --- schedules beyond cron: backfill and history -------------------------------------------------------
+@app.route("/api/agents/{agent_id}/backfill", methods=["POST"], content_types=JSON_TYPES)
+@api(body="required", status=202)
+def backfill_agent(principal, agent_id, body):
+    return container().schedule_service.backfill(principal.tenant_id, agent_id, body)
+
+
+@app.route("/api/agents/{agent_id}/schedule/history", methods=["GET"])
+@api()
+def schedule_history(principal, agent_id):
+    q = _q()
+    no_unknown_query(q, {"limit", "nextToken"})
+    return container().agent_service.schedule_history(
+        principal.tenant_id, agent_id, query_int(q, "limit", 50, 1, 100), query_str(q, "nextToken")
+    )

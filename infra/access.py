@@ -61,6 +61,10 @@ ACCESS: dict[str, tuple[Access, ...]] = {
         Access("queue:work", (SQS_SEND,)),  # run now, cancel and redrive admit at once
         Access("queue:dlq", (SQS_RECEIVE, SQS_DELETE, SQS_VISIBILITY)),  # redrive drains the DLQ
         Access("secret:jwt", (READ_SECRET,)),  # bearer tokens
+        # schedule:changed events: the tenant's connections, gone ones removed
+        Access("table:connections", (DELETE,)),
+        Access(f"index:connections:{TENANT_INDEX}", (QUERY,)),
+        Access("ws:connections", (MANAGE_CONNECTIONS,)),
     ),
     # The minute tick: due schedules, admission, the sweep, scheduler:status to every connection.
     "tick": (

@@ -77,6 +77,7 @@ def agent_from_item(m: AgentTenantModel) -> Agent:
         active_runs=int(m.active_runs or 0),
         consecutive_failures=int(m.consecutive_failures or 0),
         alerted=bool(m.alerted),
+        schedule_version=int(m.schedule_version or 0),
     )
 
 
@@ -171,7 +172,8 @@ def session_to_item(s: Session, *, shards: int, expires_at: float | None) -> Ses
         check_overlap=s.check_overlap or None,
         cancel_requested=s.cancel_requested or None,
         pending_shard=pending_shard(s.session_id, shards) if pending else None,
-        pending_rank=pending_rank(s.priority.rank, s.eligible_at, s.session_id) if pending else None,
+        pending_rank=pending_rank(s.priority.rank, s.eligible_at, s.session_id,
+                                  s.trigger is Trigger.BACKFILL) if pending else None,
         dlq_tenant=s.tenant_id if s.in_dlq else None,
         failed_at=s.failed_at,
         expires_at=_ttl(expires_at),
@@ -185,11 +187,19 @@ def _ttl(epoch: float | None):
 
 
 # --- agents -------------------------------------------------------------------
+_AGENT_CACHE: dict[tuple[str, str], tuple[float, Agent | None]] = {}  # this process's recent agent reads
+
+
+def forget_agent(tenant_id: str, agent_id: str) -> None:
+    """Every write of an agent in this process drops its cached read."""
+    _AGENT_CACHE.pop((tenant_id, agent_id), None)
+
+
 class AgentStore:
     def __init__(self, shards: int, cache_seconds: float = 30.0) -> None:
         self.shards = shards
         self.cache_seconds = cache_seconds
-        self._cache: dict[tuple[str, str], tuple[float, Agent | None]] = {}
+        self._cache = _AGENT_CACHE
 
     def get_cached(self, tenant_id: str, agent_id: str, now: float) -> Agent | None:
         """The agent as read at most ``cache_seconds`` ago (by this process): the worker's read.
@@ -204,7 +214,7 @@ class AgentStore:
         return agent
 
     def _forget(self, tenant_id: str, agent_id: str) -> None:
-        self._cache.pop((tenant_id, agent_id), None)
+        forget_agent(tenant_id, agent_id)
 
     def create(self, agent: Agent) -> None:
         self._forget(agent.tenant_id, agent.agent_id)
@@ -238,6 +248,18 @@ class AgentStore:
         With ``check_next_run_at`` the write only lands if the tick has not advanced the
         schedule since it was read (else ConditionFailed: read again and retry).
         """
+        self._forget(agent.tenant_id, agent.agent_id)
+        item, actions, cond = self.save_request(
+            agent, due_shard=due_shard, due_at=due_at, must_exist=must_exist,
+            expect_next_run_at=expect_next_run_at, check_next_run_at=check_next_run_at,
+        )
+        with aws_call("update agent"):
+            item.update(actions=actions, condition=cond)
+
+    @staticmethod
+    def save_request(agent: Agent, *, due_shard: str | None, due_at: float | None, must_exist: bool,
+                     expect_next_run_at=None, check_next_run_at: bool = False) -> tuple:
+        """(item, update actions, condition) of :meth:`save`, for a caller that adds it to a transaction."""
         a = AgentTenantModel
         actions = [
             a.name.set(agent.name),
@@ -257,14 +279,12 @@ class AgentStore:
                 actions += [a.due_shard.set(due_shard), a.due_at.set(due_at)]
             else:
                 actions += [a.due_shard.remove(), a.due_at.remove()]
-        self._forget(agent.tenant_id, agent.agent_id)
         item = AgentTenantModel(agent.tenant_id, agent.agent_id)
         cond = a.agent_id.exists() if must_exist else None
         if check_next_run_at:
             same = a.next_run_at.does_not_exist() if expect_next_run_at is None else (a.next_run_at == expect_next_run_at)
             cond = same if cond is None else cond & same
-        with aws_call("update agent"):
-            item.update(actions=actions, condition=cond)
+        return item, actions, cond
 
     def delete(self, tenant_id: str, agent_id: str) -> bool:
         self._forget(tenant_id, agent_id)

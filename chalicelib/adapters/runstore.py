@@ -265,7 +265,8 @@ class RunStore:
             retry = s.with_(next_attempt_at=t.next_attempt_at)
             actions += [m.next_attempt_at.set(t.next_attempt_at), m.stage.set(STAGE_PENDING),
                         m.pending_shard.set(pending_shard(s.session_id, self.pending_shards)),
-                        m.pending_rank.set(pending_rank(s.priority.rank, retry.eligible_at, s.session_id))]
+                        m.pending_rank.set(pending_rank(s.priority.rank, retry.eligible_at, s.session_id,
+                                                        s.trigger.value == "BACKFILL"))]
         cond = (m.status == s.status.value) & (m.attempt == s.attempt)
         cond = cond & ((m.claim == s.claim) if s.claim else m.claim.does_not_exist())
         if t.next is Next.RETRY:
@@ -383,7 +384,7 @@ class RunStore:
             m.stage.set(STAGE_PENDING), m.next_attempt_at.set(next_attempt_at), m.tx.set(token),
             m.slot.remove(), m.run_lease_until.remove(), m.claim.remove(),
             m.pending_shard.set(pending_shard(s.session_id, self.pending_shards)),
-            m.pending_rank.set(pending_rank(s.priority.rank, next_attempt_at, s.session_id)),
+            m.pending_rank.set(pending_rank(s.priority.rank, next_attempt_at, s.session_id, s.trigger.value == "BACKFILL")),
         ], (m.stage == STAGE_ADMITTED) & (m.attempt == s.attempt) & (m.slot == s.slot))
         c = ControlModel
         tx.update("counter", c(slot_key(s.slot)), [c.used.add(-1)], c.used >= 1)

@@ -65,6 +65,7 @@ class AgentTenantModel(Model):
     due_shard = UnicodeAttribute(null=True)  # sparse: only enabled schedules
     due_at = NumberAttribute(null=True)  # next_run_at + jitter
     due_index = DueIndex()
+    schedule_version = NumberAttribute(null=True)  # bumped by every schedule change (see adapters/history.py)
     # run bookkeeping
     active_runs = NumberAttribute(default=0)
     consecutive_failures = NumberAttribute(default=0)

@@ -88,6 +88,24 @@ FIRE = {
         "sessionId": {"type": ["string", "null"]}, "reason": {"type": ["string", "null"]},
     },
 }
+HISTORY_ITEM = {
+    "type": "object",
+    "properties": {
+        "version": {"type": "integer"},
+        "changedAt": {"type": "string", "format": "date-time"},
+        "changedBy": {"type": "string", "description": "the token's sub (a tenant), or system"},
+        "action": {"type": "string", "enum": ["CREATED", "UPDATED", "ENABLED", "DISABLED", "DELETED"]},
+        "schedule": {"type": "object", "description": "the schedule after the change (before it, for DELETED)"},
+    },
+}
+BACKFILL_OUT = {
+    "type": "object",
+    "properties": {
+        "created": {"type": "integer"},
+        "skipped": {"type": "integer", "description": "fires in the window that already had their run"},
+        "sessionIds": {"type": "array", "items": {"type": "string"}},
+    },
+}
 FROM = {"name": "from", "in": "query", "required": False, "schema": {"type": "string", "format": "date-time"}}
 
 
@@ -111,6 +129,14 @@ def openapi_document() -> dict:
             "get": _op("Read the schedule with its next runs", _resp("200", "the schedule", schedule), params=[AGENT_ID], errors=("401", "404")),
             "delete": _op("Remove the schedule (the agent stays)", _resp("204", "removed"), params=[AGENT_ID], errors=("401", "404")),
         },
+        "/api/agents/{agent_id}/schedule/history": {
+            "get": _op("Every change of the schedule, newest first", _resp("200", "a page of versions", _page(HISTORY_ITEM)),
+                       params=[AGENT_ID, LIMIT, TOKEN]),
+        },
+        "/api/agents/{agent_id}/backfill": {
+            "post": _op("Run the fires of a past window that never ran (trigger BACKFILL)",
+                        _resp("202", "the runs created", BACKFILL_OUT), params=[AGENT_ID], body=S.BACKFILL),
+        },
         "/api/agents/{agent_id}/run": {
             "post": _op("Run now", _resp("202", "queued", {"type": "object", "properties": {"sessionId": {"type": "string"}, "status": {"type": "string"}}}), params=[AGENT_ID], body=S.RUN_NOW, body_required=False),
         },
@@ -133,7 +159,7 @@ def openapi_document() -> dict:
         "/api/scheduler/resume": {"post": _op("Resume admission (admin)", _resp("200", "status", STATUS), errors=("401", "403"))},
         "/api/schedules/validate": {
             "post": _op("Validate an expression and list its next runs",
-                        _resp("200", "valid", {"type": "object", "properties": {"valid": {"type": "boolean"}, "nextRuns": {"type": "array", "items": {"type": "string"}}, "warnings": {"type": "array", "items": {"type": "string"}}}}),
+                        _resp("200", "valid", {"type": "object", "properties": {"valid": {"type": "boolean"}, "expression": {"type": "string"}, "cronExpression": {"type": "string"}, "nextRuns": {"type": "array", "items": {"type": "string"}}, "warnings": {"type": "array", "items": {"type": "string"}}}}),
                         body=S.VALIDATE, errors=("400", "401")),
         },
         "/api/schedules/bulk": {

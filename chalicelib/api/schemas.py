@@ -28,13 +28,29 @@ AGENT_CREATE = {
 
 AGENT_PATCH = {
     "type": "object",
-    "properties": {k: v for k, v in AGENT_FIELDS.items() if k != "kind"} | {"kind": AGENT_FIELDS["kind"]},
+    "properties": {k: v for k, v in AGENT_FIELDS.items() if k != "kind"} | {
+        "kind": AGENT_FIELDS["kind"],
+        "schedule": {"type": ["object", "null"],
+                     "description": "replace the schedule (the body of POST .../schedule), or null to remove it"},
+    },
     "additionalProperties": False,
     "minProperties": 1,
 }
 
+EXPRESSION = {
+    "type": "string", "minLength": 1, "maxLength": 200,
+    "description": "cron (5 fields, aliases, H), rate(N minute|minutes|hour|hours|day|days) or "
+                   "at(YYYY-MM-DDTHH:MM:SS) in the schedule's zone",
+}
+EXCLUDE_DATES = {
+    "type": "array", "maxItems": 366,
+    "items": {"type": "string", "minLength": 10, "maxLength": 10, "format": "date"},
+    "description": "local dates (YYYY-MM-DD, the schedule's zone) whose fires never run",
+}
+
 SCHEDULE_FIELDS = {
-    "cronExpression": {"type": "string", "minLength": 1, "maxLength": 200},
+    "expression": EXPRESSION,
+    "cronExpression": {**EXPRESSION, "description": "the same as expression (kept); give exactly one of the two"},
     "timezone": {"type": "string", "minLength": 1, "maxLength": 64},
     "priority": {"type": "string", "enum": PRIORITIES},
     "enabled": {"type": "boolean"},
@@ -43,13 +59,14 @@ SCHEDULE_FIELDS = {
     "overlapPolicy": {"type": "string", "enum": [o.value for o in OverlapPolicy]},
     "startAt": NULLABLE_DATETIME,
     "endAt": NULLABLE_DATETIME,
-    "jitterSeconds": {"type": "integer", "minimum": 0, "maximum": 3600},
+    "jitterSeconds": {"type": "integer", "minimum": 0, "maximum": 3600,
+                      "description": "at most the shortest interval between two fires"},
+    "excludeDates": EXCLUDE_DATES,
 }
 
 SCHEDULE_PUT = {
     "type": "object",
     "properties": SCHEDULE_FIELDS,
-    "required": ["cronExpression"],
     "additionalProperties": False,
 }
 
@@ -65,14 +82,28 @@ RUN_NOW = {
 VALIDATE = {
     "type": "object",
     "properties": {
+        "expression": SCHEDULE_FIELDS["expression"],
         "cronExpression": SCHEDULE_FIELDS["cronExpression"],
         "timezone": SCHEDULE_FIELDS["timezone"],
+        "startAt": NULLABLE_DATETIME,
+        "excludeDates": EXCLUDE_DATES,
         "from": DATETIME,
         "count": {"type": "integer", "minimum": 1, "maximum": 100},
         "timeoutSeconds": AGENT_FIELDS["timeoutSeconds"],
         "agentId": {"type": "string", "minLength": 1, "maxLength": 100},
     },
-    "required": ["cronExpression"],
+    "additionalProperties": False,
+}
+
+BACKFILL = {
+    "type": "object",
+    "properties": {
+        "from": DATETIME,
+        "to": DATETIME,
+        "priority": {"type": "string", "enum": PRIORITIES},
+        "maxRuns": {"type": "integer", "minimum": 1, "maximum": 1000},
+    },
+    "required": ["from", "to"],
     "additionalProperties": False,
 }
 
@@ -123,6 +154,7 @@ SCHEDULE_OUT = {
     "properties": {
         "agentId": {"type": "string"},
         **{k: v for k, v in SCHEDULE_FIELDS.items()},
+        "version": {"type": "integer", "description": "the schedule's latest version (its history)"},
         "nextRunAt": {"type": ["string", "null"], "format": "date-time"},
         "nextRuns": {"type": "array", "items": {"type": "string", "format": "date-time"}},
         "warnings": {"type": "array", "items": {"type": "string"}},
@@ -147,7 +179,7 @@ SESSION_OUT: dict[str, Any] = {
         "sessionId": {"type": "string"},
         "agentId": {"type": "string"},
         "status": {"type": "string", "enum": [s.value for s in SessionStatus]},
-        "trigger": {"type": "string", "enum": ["SCHEDULE", "MANUAL", "REDRIVE"]},
+        "trigger": {"type": "string", "enum": ["SCHEDULE", "MANUAL", "REDRIVE", "BACKFILL"]},
         "priority": {"type": "string", "enum": PRIORITIES},
         "scheduledFor": {"type": "string", "format": "date-time"},
         "queuedAt": {"type": "string", "format": "date-time"},

@@ -17,10 +17,12 @@ def iso(epoch: float | None, tz: str | None = None) -> str | None:
     return dt.isoformat(timespec="milliseconds" if epoch % 1 else "seconds")
 
 
-def schedule_json(agent: Agent, spec: ScheduleSpec, next_run_at: float | None, next_runs: list[float]) -> dict:
+def schedule_fields_json(agent_id: str, spec: ScheduleSpec, version: int) -> dict:
+    """The schedule's own fields as answers show them (no next runs)."""
     tz = spec.timezone
     return {
-        "agentId": agent.agent_id,
+        "agentId": agent_id,
+        "expression": spec.cron_expression,
         "cronExpression": spec.cron_expression,
         "timezone": spec.timezone,
         "priority": spec.priority.value,
@@ -31,11 +33,19 @@ def schedule_json(agent: Agent, spec: ScheduleSpec, next_run_at: float | None, n
         "startAt": iso(spec.start_at, tz),
         "endAt": iso(spec.end_at, tz),
         "jitterSeconds": spec.jitter_seconds,
-        "nextRunAt": iso(next_run_at, tz),
-        "nextRuns": [iso(t, tz) for t in next_runs],
+        "excludeDates": list(spec.exclude_dates),
+        "version": version,
         "createdAt": iso(spec.created_at),
         "updatedAt": iso(spec.updated_at),
     }
+
+
+def schedule_json(agent: Agent, spec: ScheduleSpec, next_run_at: float | None, next_runs: list[float]) -> dict:
+    tz = spec.timezone
+    out = schedule_fields_json(agent.agent_id, spec, agent.schedule_version)
+    out["nextRunAt"] = iso(next_run_at, tz)
+    out["nextRuns"] = [iso(t, tz) for t in next_runs]
+    return out
 
 
 def agent_json(agent: Agent, schedule: dict | None) -> dict:

@@ -62,10 +62,11 @@ class Candidate:
     eligible_at: float  # scheduled time, or retry time, or request time
     timeout_seconds: float
     attempt: int = 1  # the attempt the run will make when admitted
+    backfill: bool = False  # a backfill run waits behind every live run of its priority
 
     @property
     def order_key(self) -> tuple:
-        return (self.priority.rank, self.eligible_at, self.session_id)
+        return (self.priority.rank, self.backfill, self.eligible_at, self.session_id)
 
 
 @dataclass(frozen=True)

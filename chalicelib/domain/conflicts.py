@@ -39,6 +39,7 @@ from typing import Iterable, Iterator, Sequence
 from zoneinfo import ZoneInfo
 
 from chalicelib.domain.cron import ALIASES, CronError, CronSchedule
+from chalicelib.domain.expressions import CronFires, ExcludedDates, FireTimes, fire_times_for
 from chalicelib.domain.ids import jitter_offset
 from chalicelib.domain.model import OverlapPolicy, Priority
 from chalicelib.domain.schedule import ScheduleSpec
@@ -72,7 +73,7 @@ class FleetSchedule:
     """One enabled schedule as the analysis sees it."""
 
     agent_id: str
-    cron: CronSchedule
+    cron: FireTimes  # cron, rate() or at() (a CronSchedule is accepted and wrapped)
     expected_seconds: float
     priority: Priority = Priority.NORMAL
     overlap_policy: OverlapPolicy = OverlapPolicy.SKIP
@@ -81,6 +82,15 @@ class FleetSchedule:
     jitter_seconds: int = 0
     from_history: bool = False  # expected_seconds is the p95 of recent runs (else the timeout)
     label: str | None = None  # a human name for messages (the agent's name)
+    exclude_dates: tuple[str, ...] = ()  # local dates whose fires never run
+
+    def __post_init__(self) -> None:
+        if isinstance(self.cron, CronSchedule):
+            object.__setattr__(self, "cron", CronFires(self.cron))
+
+    @property
+    def excluded(self) -> ExcludedDates:
+        return ExcludedDates.of(self.exclude_dates, self.cron.timezone)
 
     @classmethod
     def from_spec(
@@ -91,12 +101,12 @@ class FleetSchedule:
         *,
         from_history: bool = False,
         label: str | None = None,
-        cron: CronSchedule | None = None,
+        cron: FireTimes | CronSchedule | None = None,
     ) -> "FleetSchedule":
         """Raises :class:`CronError` if the stored expression no longer parses."""
         return cls(
             agent_id=agent_id,
-            cron=cron or CronSchedule.parse(spec.cron_expression, spec.timezone, hash_id=agent_id),
+            cron=cron or fire_times_for(spec, agent_id),
             expected_seconds=expected_seconds,
             priority=spec.priority,
             overlap_policy=spec.overlap_policy,
@@ -105,6 +115,7 @@ class FleetSchedule:
             jitter_seconds=spec.jitter_seconds,
             from_history=from_history,
             label=label,
+            exclude_dates=spec.exclude_dates,
         )
 
     @property
@@ -203,7 +214,7 @@ def find_conflicts(
     # Fires of every schedule, merged in fire order, up to the budget.
     fires: list[tuple[float, float, int]] = []  # (fire, scheduled start, index)
     analyzed_until = end
-    cache: dict[_CronKey, list[float]] = {}  # schedules with the same expression share their fire times
+    cache: dict[tuple, list[float]] = {}  # schedules with the same expression share their fire times
     merged = heapq.merge(*(
         _fires(e, i, start - lead, end, _cron_fires(e.cron, _low(e, start - lead), end, max_fires + 1, cache))
         for i, e in enumerate(fleet)
@@ -241,14 +252,9 @@ def _low(e: FleetSchedule, start: float) -> float:
     return start if e.start_at is None else max(start, e.start_at)
 
 
-_CronKey = tuple[str, str, "str | None", float]  # expression, zone, hash id, start
-
-
-def _cron_fires(
-    cron: CronSchedule, start: float, end: float, limit: int, cache: dict[_CronKey, list[float]]
-) -> list[float]:
+def _cron_fires(cron: FireTimes, start: float, end: float, limit: int, cache: dict) -> list[float]:
     """Fire times in [start, end), at most ``limit``, computed once per distinct expression."""
-    key = (cron.expression, cron.timezone, cron.hash_id, start)
+    key = cron.key + (start,)
     got = cache.get(key)
     if got is None:
         got = []
@@ -275,9 +281,12 @@ def _fires(e: FleetSchedule, index: int, start: float, end: float,
         source = (t.timestamp() for t in e.cron.iter_after(_dt(lo - 0.001)))
     else:
         source = iter(times[bisect.bisect_left(times, lo):])
+    excluded = e.excluded
     for f in source:
         if f >= end or (e.end_at is not None and f > e.end_at):
             return
+        if excluded and excluded.excludes(f):
+            continue  # an excluded date's fires never run
         yield f, f + jitter_offset(e.agent_id, f, e.jitter_seconds), index
 
 
@@ -406,8 +415,11 @@ def _spacing_suggestion(e: FleetSchedule, median_gap: float, start: float, end: 
     """An expression whose fires are at least the expected run time apart (checked), if one is simple."""
     if median_gap >= e.expected_seconds:
         return None  # it overlaps only now and then (DST): not worth a different schedule
-    fields = _fields(e.cron.expression)
     minutes = e.expected_seconds / 60.0
+    text = f"fire {e.name} at most every {_fmt_dur(e.expected_seconds)} or make its runs shorter"
+    if not isinstance(e.cron, CronFires):
+        return Suggestion(text)  # rate() and at(): the fix is a longer rate, no cron rewrite
+    fields = _fields(e.cron.expression)
     candidate = None
     if minutes < 60:
         step = next(d for d in _DIVISORS_60 if d >= minutes)
@@ -415,7 +427,6 @@ def _spacing_suggestion(e: FleetSchedule, median_gap: float, start: float, end: 
     elif minutes / 60.0 <= 12 and fields[1].startswith("*"):
         step = next(d for d in _DIVISORS_24 if d >= minutes / 60.0)
         candidate = " ".join(["H", "H" if step == 24 else f"H/{step}"] + fields[2:])
-    text = f"fire {e.name} at most every {_fmt_dur(e.expected_seconds)} or make its runs shorter"
     if candidate is None:
         return Suggestion(text)
     cron = _try_parse(candidate, e)
@@ -586,6 +597,8 @@ def _name(fleet: Sequence[FleetSchedule], agent_id: str) -> str:
 
 def _alternatives(e: FleetSchedule) -> Iterator[str]:
     """The H form of the expression first, then its minutes shifted by 1..59 (spread by agent)."""
+    if not isinstance(e.cron, CronFires):
+        return  # only a cron expression is rewritten; rate() and at() schedules stay put
     fields = _fields(e.cron.expression)
     minutes = sorted(_minute_set(e.cron))
     if len(minutes) >= 60:
@@ -607,8 +620,11 @@ def _alternatives(e: FleetSchedule) -> Iterator[str]:
         yield " ".join([text] + fields[1:])
 
 
-def _minute_set(cron: CronSchedule) -> set[int]:
-    bits = cron._plan.minutes  # the compiled minute field (domain-internal)
+def _minute_set(cron: FireTimes) -> set[int]:
+    """The minutes of the hour a cron expression fires in; one (unknown) minute for the other kinds."""
+    if not isinstance(cron, CronFires):
+        return {0}
+    bits = cron.schedule._plan.minutes  # the compiled minute field (domain-internal)
     return {m for m in range(60) if bits >> m & 1}
 
 
@@ -644,17 +660,17 @@ def _fields(expression: str) -> list[str]:
     return text.split()
 
 
-def _try_parse(expression: str, e: FleetSchedule) -> CronSchedule | None:
+def _try_parse(expression: str, e: FleetSchedule) -> FireTimes | None:
     try:
-        return CronSchedule.parse(expression, e.cron.timezone, hash_id=e.agent_id)
+        return CronFires(CronSchedule.parse(expression, e.cron.timezone, hash_id=e.agent_id))
     except CronError:
         return None
 
 
-def _with_cron(e: FleetSchedule, cron: CronSchedule) -> FleetSchedule:
+def _with_cron(e: FleetSchedule, cron: FireTimes) -> FleetSchedule:
     return FleetSchedule(
         e.agent_id, cron, e.expected_seconds, e.priority, e.overlap_policy, e.start_at, e.end_at,
-        e.jitter_seconds, e.from_history, e.label,
+        e.jitter_seconds, e.from_history, e.label, e.exclude_dates,
     )
 
 

@@ -57,6 +57,9 @@ def pending_shard(session_id: str, shards: int) -> str:
     return f"p{stable_bucket(session_id, shards):03d}"
 
 
-def pending_rank(priority_rank: int, eligible_epoch: float, session_id: str) -> str:
-    """Sorts as the admission order: priority, then eligible time, then id."""
-    return f"{priority_rank}#{int(eligible_epoch * 1000):015d}#{session_id}"
+def pending_rank(priority_rank: int, eligible_epoch: float, session_id: str, backfill: bool = False) -> str:
+    """Sorts as the admission order: priority, then live runs before backfill runs, then
+    eligible time, then id. (``B`` sorts after every digit, so a backfill run waits behind
+    every live run of its priority, however old the fire it backfills.)"""
+    lane = "B" if backfill else ""
+    return f"{priority_rank}#{lane}{int(eligible_epoch * 1000):015d}#{session_id}"

@@ -43,6 +43,7 @@ class Trigger(str, enum.Enum):
     SCHEDULE = "SCHEDULE"
     MANUAL = "MANUAL"
     REDRIVE = "REDRIVE"
+    BACKFILL = "BACKFILL"  # a past fire run on request (same session id a scheduled run would get)
 
 
 class ErrorCategory(str, enum.Enum):
@@ -80,6 +81,7 @@ class SkipReason(str, enum.Enum):
     PAUSED = "PAUSED"
     DISABLED = "DISABLED"
     OUTSIDE_WINDOW = "OUTSIDE_WINDOW"  # before startAt or after endAt
+    EXCLUDED_DATE = "EXCLUDED_DATE"  # on one of the schedule's excludeDates (local)
 
 
 class AgentKindName(str, enum.Enum):

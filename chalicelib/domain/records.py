@@ -25,6 +25,7 @@ class Agent:
     active_runs: int = 0
     consecutive_failures: int = 0
     alerted: bool = False
+    schedule_version: int = 0  # how many times the schedule changed (its history's latest version)
 
     def with_(self, **changes: Any) -> "Agent":
         return replace(self, **changes)

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
+from chalicelib.domain.cron import CronSchedule
+from chalicelib.domain.expressions import CronFires, ExcludedDates, FireTimes
 from chalicelib.domain.ids import jitter_offset
 from chalicelib.domain.model import CatchupPolicy, OverlapPolicy, Priority, SkipReason
-
-if TYPE_CHECKING:
-    from chalicelib.domain.cron import CronSchedule
 
 MAX_CATCHUP_RUNS = 100  # CatchupPolicy.ALL runs at most this many missed fires per tick
 MAX_SKIP_RECORDS = 100  # SKIPPED sessions written per schedule per tick (the ledger derives the rest)
@@ -39,6 +38,17 @@ class ScheduleSpec:
     created_at: float = 0.0
     updated_at: float = 0.0
     disabled_periods: tuple[Period, ...] = ()
+    anchor_at: float | None = None  # rate(): the instant its fires count from
+    exclude_dates: tuple[str, ...] = ()  # local YYYY-MM-DD dates whose fires never run
+
+    @property
+    def expression(self) -> str:
+        """The schedule's expression (cron, rate() or at()); stored as ``cronExpression``."""
+        return self.cron_expression
+
+    @property
+    def excluded(self) -> ExcludedDates:
+        return ExcludedDates.of(self.exclude_dates, self.timezone)
 
     def to_item(self) -> dict[str, Any]:
         return {
@@ -55,6 +65,8 @@ class ScheduleSpec:
             "createdAt": self.created_at,
             "updatedAt": self.updated_at,
             "disabledPeriods": [list(p) for p in self.disabled_periods],
+            "anchorAt": self.anchor_at,
+            "excludeDates": list(self.exclude_dates),
         }
 
     @classmethod
@@ -76,6 +88,8 @@ class ScheduleSpec:
                 (float(p[0]), None if p[1] is None else float(p[1]))
                 for p in item.get("disabledPeriods", [])
             ),
+            anchor_at=None if item.get("anchorAt") is None else float(item["anchorAt"]),
+            exclude_dates=tuple(item.get("excludeDates") or ()),
         )
 
 
@@ -121,7 +135,9 @@ class FirePlan:
 def skip_reason_for(
     fire: float, spec: ScheduleSpec, paused_periods: Sequence[Period]
 ) -> SkipReason:
-    """Why a missed fire was not run: the most specific cause we know of."""
+    """Why a fire was not run: the most specific cause we know of."""
+    if spec.exclude_dates and spec.excluded.excludes(fire):
+        return SkipReason.EXCLUDED_DATE
     if in_periods(fire, paused_periods):
         return SkipReason.PAUSED
     if in_periods(fire, spec.disabled_periods):
@@ -129,11 +145,15 @@ def skip_reason_for(
     return SkipReason.CATCHUP_WINDOW
 
 
+def as_fire_times(fires: FireTimes | CronSchedule) -> FireTimes:
+    return CronFires(fires) if isinstance(fires, CronSchedule) else fires
+
+
 def plan_fires(
     *,
     agent_id: str,
     spec: ScheduleSpec,
-    cron: CronSchedule,
+    cron: FireTimes | CronSchedule,  # the schedule's fire times (chalicelib.domain.expressions)
     next_run_at: float,
     active_runs: int,
     now: float,
@@ -143,36 +163,53 @@ def plan_fires(
 ) -> FirePlan:
     """Decide the fires of one schedule from ``next_run_at`` up to ``now + lookahead``.
 
-    - a fire later than ``now - late_tolerance`` is on time (or slightly late): it runs;
+    Every judgement is made on a fire's *scheduled* time (the fire time plus its
+    deterministic jitter), the time its run is meant to start:
+
+    - a fire whose scheduled time is later than ``now - late_tolerance`` is on time
+      (or slightly late): it runs;
     - older fires were *missed* (pause, disable, outage): the catch-up policy picks
-      which of them run; the others are SKIPPED with the reason;
-    - fires before ``startAt`` or after ``endAt`` are skipped as OUTSIDE_WINDOW;
+      which of them run (the window counts from the scheduled time); the others are
+      SKIPPED with the reason;
+    - fires before ``startAt`` or after ``endAt`` are skipped as OUTSIDE_WINDOW, fires
+      on an excluded date as EXCLUDED_DATE;
     - the overlap policy then applies against the agent's active runs for fires already
       due; for fires ahead of ``now`` the worker applies it when the run starts.
+
+    An expression that stops firing (``at()`` after its one fire) ends the schedule
+    like ``endAt`` does: ``next_run_at`` None.
     """
+    fires_source = as_fire_times(cron)
     horizon = now + lookahead
-    fires: list[float] = []
-    t = next_run_at
+    fires: list[tuple[float, float]] = []  # (fire, scheduled)
+    t: float | None = next_run_at
     ended = False
     it = None
     jumped: float | None = None
-    floor = now - max(spec.catchup_window_seconds, late_tolerance) - 1
+    jitter = max(0, spec.jitter_seconds)
+
+    def sched_of(f: float) -> float:
+        return f + jitter_offset(agent_id, f, spec.jitter_seconds)
+
+    floor = now - max(spec.catchup_window_seconds, late_tolerance) - jitter - 1
     if t < floor:
         # A long outage: fires older than the catch-up window can never run, so
         # jump over them instead of enumerating them; the first one is recorded.
         jumped = t
-        t = cron.next_after(datetime.fromtimestamp(floor, tz=timezone.utc)).timestamp()
+        nxt = fires_source.next_after(datetime.fromtimestamp(floor, tz=timezone.utc))
+        t = None if nxt is None else nxt.timestamp()
     while True:
-        if spec.end_at is not None and t > spec.end_at:
+        if t is None or (spec.end_at is not None and t > spec.end_at):
             ended = True
             break
-        sched = t + jitter_offset(agent_id, t, spec.jitter_seconds)
+        sched = sched_of(t)
         if sched > horizon or len(fires) >= MAX_FIRES_PER_TICK:
             break
-        fires.append(t)
+        fires.append((t, sched))
         if it is None:
-            it = cron.iter_after(datetime.fromtimestamp(t, tz=timezone.utc))
-        t = next(it).timestamp()
+            it = fires_source.iter_after(datetime.fromtimestamp(t, tz=timezone.utc))
+        nxt = next(it, None)
+        t = None if nxt is None else nxt.timestamp()
 
     runs: list[PlannedRun] = []
     skips: list[PlannedSkip] = []
@@ -186,30 +223,33 @@ def plan_fires(
     if jumped is not None and (spec.end_at is None or jumped <= spec.end_at):
         skip(jumped, skip_reason_for(jumped, spec, paused_periods))
 
-    candidates: list[float] = []
-    missed: list[float] = []
-    for f in fires:
+    excluded = spec.excluded
+    candidates: list[tuple[float, float]] = []
+    missed: list[tuple[float, float]] = []
+    for f, sched in fires:
         if spec.start_at is not None and f < spec.start_at:
             skip(f, SkipReason.OUTSIDE_WINDOW)
-        elif f < now - late_tolerance or in_periods(f, paused_periods) or in_periods(f, spec.disabled_periods):
-            missed.append(f)  # a fire inside a pause or a disabled period was missed, however recent
+        elif excluded and excluded.excludes(f):
+            skip(f, SkipReason.EXCLUDED_DATE)
+        elif sched < now - late_tolerance or in_periods(f, paused_periods) or in_periods(f, spec.disabled_periods):
+            missed.append((f, sched))  # a fire inside a pause or a disabled period was missed, however recent
         else:
-            candidates.append(f)
+            candidates.append((f, sched))
 
-    chosen_missed: list[float] = []
+    chosen_missed: list[tuple[float, float]] = []
     if missed:
         if spec.catchup is CatchupPolicy.LATEST:
             latest = missed[-1]
             # A fire already due on time in this same plan supersedes the catch-up run:
             # run once, not twice (and not the older one in place of the on-time one).
-            if now - latest <= spec.catchup_window_seconds and not any(c <= now for c in candidates):
+            if now - latest[1] <= spec.catchup_window_seconds and not any(c[1] <= now for c in candidates):
                 chosen_missed = [latest]
         elif spec.catchup is CatchupPolicy.ALL:
-            chosen_missed = [f for f in missed if now - f <= spec.catchup_window_seconds][
+            chosen_missed = [m for m in missed if now - m[1] <= spec.catchup_window_seconds][
                 -MAX_CATCHUP_RUNS:
             ]
-        chosen = set(chosen_missed)
-        for f in missed:
+        chosen = {f for f, _ in chosen_missed}
+        for f, _ in missed:
             if f not in chosen:
                 skip(f, skip_reason_for(f, spec, paused_periods))
 
@@ -217,24 +257,18 @@ def plan_fires(
     limit = {OverlapPolicy.SKIP: 1, OverlapPolicy.QUEUE_ONE: 2, OverlapPolicy.ALLOW: None}[
         spec.overlap_policy
     ]
-    for f in chosen_missed + candidates:
+    for f, sched in chosen_missed + candidates:
         # Only a fire that is already due can be judged against the runs active now; a
         # fire planned ahead (up to the lookahead) is judged by the worker when it starts,
         # since the run active now may well be over by then.
-        if limit is not None and active >= limit and f <= now:
+        if limit is not None and active >= limit and sched <= now:
             skip(f, SkipReason.OVERLAP)
             continue
         active += 1
-        runs.append(PlannedRun(f, f + jitter_offset(agent_id, f, spec.jitter_seconds)))
+        runs.append(PlannedRun(f, sched))
 
     skips.sort(key=lambda s: s.fire_at)
     recorded = tuple(skips[-MAX_SKIP_RECORDS:])
     if ended:
         return FirePlan(tuple(runs), recorded, skipped_total, None, None)
-    return FirePlan(
-        tuple(runs),
-        recorded,
-        skipped_total,
-        t,
-        t + jitter_offset(agent_id, t, spec.jitter_seconds),
-    )
+    return FirePlan(tuple(runs), recorded, skipped_total, t, sched_of(t))

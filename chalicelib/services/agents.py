@@ -6,19 +6,32 @@ the domain (cron, time zones, kind configs) happen here.
 from __future__ import annotations
 
 import builtins
+import itertools
 import logging
+import math
 from datetime import datetime, timezone
 
 from chalicelib.agents.registry import check_config
 from chalicelib.api import schemas
-from chalicelib.api.serialize import agent_json, iso, schedule_json, session_json
+from chalicelib.api.serialize import agent_json, iso, schedule_fields_json, schedule_json, session_json
 from chalicelib.api.validation import parse_datetime, validate
-from chalicelib.domain.cron import CronError, CronSchedule, parse_timezone, schedule_warnings
+from chalicelib.domain.cron import CronError, CronSchedule, parse_timezone
+from chalicelib.domain.expressions import (
+    AtFires,
+    CronFires,
+    ExcludedDates,
+    FireTimes,
+    RateFires,
+    fire_times_for,
+    parse_exclude_dates,
+    parse_expression,
+)
+from chalicelib.domain.history import HistoryEntry, change_action, schedule_changed
 from chalicelib.domain.ids import due_shard, jitter_offset, new_agent_id
 from chalicelib.domain.model import CatchupPolicy, OverlapPolicy, Priority, SessionStatus
 from chalicelib.domain.records import Agent, Session
-from chalicelib.domain.schedule import ScheduleSpec, add_period_start, close_period
-from chalicelib.errors import ConditionFailed, Conflict, NotFound, ValidationError
+from chalicelib.domain.schedule import ScheduleSpec, add_period_start, as_fire_times, close_period
+from chalicelib.errors import ConditionFailed, Conflict, NotFound, SchedulerError, ValidationError
 
 log = logging.getLogger("agent_scheduler.api")
 DEFAULT_TIMEOUT = 300
@@ -29,14 +42,62 @@ def _utc(dt: datetime) -> float:
 
 
 def parse_schedule_expression(expression: str, tz: str, agent_id: str | None, field_prefix: str = "") -> CronSchedule:
-    try:
-        parse_timezone(tz)
-    except CronError as exc:
-        raise ValidationError(f"{field_prefix}timezone", f"{field_prefix}timezone: {exc.message}") from None
+    """A cron expression (only): kept for callers that need cron syntax itself."""
+    check_timezone(tz, field_prefix)
     try:
         return CronSchedule.parse(expression, tz, hash_id=agent_id)
     except CronError as exc:
         raise ValidationError(f"{field_prefix}cronExpression", f"{field_prefix}cronExpression: {exc.message}") from None
+
+
+def check_timezone(tz: str, field_prefix: str = "") -> None:
+    try:
+        parse_timezone(tz)
+    except CronError as exc:
+        raise ValidationError(f"{field_prefix}timezone", f"{field_prefix}timezone: {exc.message}") from None
+
+
+def expression_field(body: dict, prefix: str = "") -> tuple[str, str]:
+    """(the field name as the caller gave it, the expression): exactly one of
+    ``expression`` and ``cronExpression``."""
+    given = [k for k in ("expression", "cronExpression") if body.get(k) is not None]
+    if len(given) > 1:
+        raise ValidationError(f"{prefix}expression", f"{prefix}expression: give expression or cronExpression, not both")
+    if not given:
+        raise ValidationError(f"{prefix}expression", f"{prefix}expression is required (or cronExpression)")
+    return f"{prefix}{given[0]}", body[given[0]]
+
+
+def parse_fire_times(text: str, tz: str, agent_id: str | None, field: str, *, anchor: float | None) -> FireTimes:
+    try:
+        return parse_expression(text, tz, hash_id=agent_id, anchor=anchor)
+    except CronError as exc:
+        raise ValidationError(field, f"{field}: {exc.message}") from None
+
+
+def exclude_dates_from(values, prefix: str = "") -> tuple[str, ...]:
+    if not values:
+        return ()
+    try:
+        return parse_exclude_dates(values, f"{prefix}excludeDates")
+    except CronError as exc:
+        raise ValidationError(f"{prefix}excludeDates", exc.message) from None
+
+
+def upcoming_fires(spec: ScheduleSpec, fires: FireTimes, next_run_at: float | None, n: int) -> list[float]:
+    """The next ``n`` fires that will run, from ``next_run_at`` (the first fire the tick has
+    not processed yet) on: excluded dates left out, nothing after endAt."""
+    if next_run_at is None or n <= 0:
+        return []
+    excluded = spec.excluded
+    first = [] if excluded.excludes(next_run_at) else [next_run_at]
+    rest = (t.timestamp() for t in excluded.included_after(fires, datetime.fromtimestamp(next_run_at, tz=timezone.utc)))
+    out: list[float] = []
+    for t in itertools.chain(first, rest):
+        if len(out) >= n or (spec.end_at is not None and t > spec.end_at):
+            break
+        out.append(t)
+    return out
 
 
 class AgentService:
@@ -96,7 +157,7 @@ class AgentService:
             config = body.get("config", agent.config if kind == agent.kind else None)
             if "kind" in body or "config" in body:
                 config = self._check_config(tenant_id, kind, config)
-            return agent.with_(
+            updated = agent.with_(
                 name=body.get("name", agent.name),
                 kind=kind,
                 config=config,
@@ -105,55 +166,123 @@ class AgentService:
                 max_retries=body.get("maxRetries", agent.max_retries),
                 updated_at=self.now(),
             )
+            if "schedule" in body:  # replace (as POST .../schedule does) or remove the schedule
+                if body["schedule"] is None:
+                    updated = updated.with_(schedule=None, next_run_at=None)
+                else:
+                    spec, fires = self._spec_from_body(body["schedule"], agent, agent.schedule, prefix="schedule.")
+                    updated = updated.with_(schedule=spec, next_run_at=self.first_fire(spec, fires, self.now()))
+            return updated
 
-        return self.agent_view(self._mutate(tenant_id, agent_id, change))
+        saved = body.get("schedule") is not None
+        updated = self._mutate(tenant_id, agent_id, change, saved=saved)
+        if saved:
+            self.c.dispatcher.dispatch_soon(self.c.agents.get(tenant_id, agent_id) or updated)
+        return self.agent_view(updated)
 
     def delete(self, tenant_id: str, agent_id: str) -> None:
         self.get_agent(tenant_id, agent_id)
         if not self.c.agents.delete(tenant_id, agent_id):
             raise NotFound(f"agent {agent_id!r} not found")
+        try:  # the schedule's history is kept while the agent exists
+            self.c.history.delete_all(agent_id)
+        except SchedulerError:
+            log.exception("could not delete the schedule history", extra={"agent_id": agent_id})
 
-    def _mutate(self, tenant_id: str, agent_id: str, change) -> Agent:
+    def _mutate(self, tenant_id: str, agent_id: str, change, *, saved: bool = False) -> Agent:
         """Read, change, write under the condition that the tick did not move the schedule
-        meanwhile; on a lost race read again (a normal outcome, not an error)."""
+        (and nobody changed it) meanwhile; on a lost race read again (a normal outcome, not
+        an error). ``saved``: the change writes the schedule on purpose (a new version even
+        if nothing in it differs)."""
         for _ in range(5):
             agent = self.get_agent(tenant_id, agent_id)
             updated = change(agent)
             try:
-                self._save(updated, must_exist=True, expected=agent)
-                return updated
+                return self._save(updated, must_exist=True, expected=agent, saved=saved)
             except ConditionFailed:
                 continue
         raise Conflict(f"agent {agent_id!r} is changing too fast; try again")
 
-    def _save(self, agent: Agent, must_exist: bool, expected: Agent | None = None) -> None:
+    def _save(self, agent: Agent, must_exist: bool, expected: Agent | None = None, *, saved: bool = False,
+              changed_by: str | None = None) -> Agent:
+        """Write the agent; returns it as written (with its schedule version).
+
+        With ``expected`` (the agent as read) the write only lands if neither the tick
+        (``next_run_at``) nor another change (``schedule_version``) moved it since; a change
+        of the schedule is recorded as a new history version in the same transaction and
+        announced with a ``schedule:changed`` event.
+        """
         shard = at = None
         spec = agent.schedule
         if spec is not None and spec.enabled and agent.next_run_at is not None:
             shard = due_shard(agent.agent_id, self.s.due_shards)
             at = agent.next_run_at + jitter_offset(agent.agent_id, agent.next_run_at, spec.jitter_seconds)
+        write = dict(due_shard=shard, due_at=at, must_exist=must_exist,
+                     expect_next_run_at=expected.next_run_at if expected else None, check_next_run_at=expected is not None)
+        action = change_action(expected.schedule, spec, saved=saved) if expected is not None else None
+        entry = None
         try:
-            self.c.agents.save(
-                agent, due_shard=shard, due_at=at, must_exist=must_exist,
-                expect_next_run_at=expected.next_run_at if expected else None, check_next_run_at=expected is not None,
-            )
+            if expected is None:
+                self.c.agents.save(agent, **write)
+            elif action is None:
+                self.c.history.save_at_version(agent, expected_version=expected.schedule_version, **write)
+            else:
+                now = self.now()
+                version = expected.schedule_version + 1
+                shown = spec if spec is not None else expected.schedule
+                entry = HistoryEntry(
+                    agent_id=agent.agent_id, tenant_id=agent.tenant_id, version=version, changed_at=now,
+                    changed_by=changed_by or agent.tenant_id, action=action,
+                    schedule=schedule_fields_json(agent.agent_id, shown, version),
+                )
+                self.c.history.save_with_history(agent, entry, expected_version=expected.schedule_version, **write)
+                agent = agent.with_(schedule_version=version)
         except ConditionFailed:
             if expected is not None and self.c.agents.get(agent.tenant_id, agent.agent_id) is not None:
                 raise  # the schedule moved meanwhile: the caller reads again
             raise NotFound(f"agent {agent.agent_id!r} not found") from None
+        if entry is not None:
+            self.c.events.publish(
+                agent.tenant_id, agent.agent_id,
+                schedule_changed(agent.agent_id, entry.version, entry.action, entry.changed_by, entry.changed_at),
+            )
+        return agent
 
     # --- schedules --------------------------------------------------------------------
-    def _spec_from_body(self, body: dict, agent: Agent, previous: ScheduleSpec | None, prefix: str = "") -> tuple[ScheduleSpec, CronSchedule]:
+    def _spec_from_body(self, body: dict, agent: Agent, previous: ScheduleSpec | None, prefix: str = "") -> tuple[ScheduleSpec, FireTimes]:
         body = validate(body, schemas.SCHEDULE_PUT, path="body" if not prefix else prefix.rstrip("."))
+        field, text = expression_field(body, prefix)
         tz = body.get("timezone") or "UTC"
-        cron = parse_schedule_expression(body["cronExpression"], tz, agent.agent_id, prefix)
+        check_timezone(tz, prefix)
         start_at = _opt_time(body.get("startAt"), f"{prefix}startAt")
         end_at = _opt_time(body.get("endAt"), f"{prefix}endAt")
         if start_at is not None and end_at is not None and end_at <= start_at:
             raise ValidationError(f"{prefix}endAt", f"{prefix}endAt must be after startAt")
         now = self.now()
+        fires = parse_fire_times(text, tz, agent.agent_id, field, anchor=now)
+        anchor = None
+        if isinstance(fires, RateFires):
+            if start_at is not None:
+                anchor = start_at
+            elif previous is not None and previous.cron_expression == fires.expression and previous.anchor_at is not None:
+                anchor = previous.anchor_at  # the same rate saved again keeps counting from where it did
+            else:
+                anchor = float(math.floor(now))
+            fires = parse_fire_times(text, tz, agent.agent_id, field, anchor=anchor)
+        if isinstance(fires, AtFires) and fires.fire_at <= now:
+            raise ValidationError(field, f"{field}: {fires.expression} is in the past ({iso(fires.fire_at, tz)})")
+        jitter = body.get("jitterSeconds", 0)
+        if jitter:
+            gap = fires.min_interval_seconds(datetime.fromtimestamp(max(now, start_at or now), tz=timezone.utc))
+            if gap is not None and jitter > gap:
+                raise ValidationError(
+                    f"{prefix}jitterSeconds",
+                    f"{prefix}jitterSeconds ({jitter}) must not exceed the shortest interval between two fires "
+                    f"of the schedule ({int(gap)} s)",
+                )
+        excluded = exclude_dates_from(body.get("excludeDates"), prefix)
         spec = ScheduleSpec(
-            cron_expression=cron.expression,
+            cron_expression=fires.expression,
             timezone=tz,
             priority=Priority(body.get("priority", "NORMAL")),
             enabled=body.get("enabled", True),
@@ -162,16 +291,23 @@ class AgentService:
             overlap_policy=OverlapPolicy(body.get("overlapPolicy", "SKIP")),
             start_at=start_at,
             end_at=end_at,
-            jitter_seconds=body.get("jitterSeconds", 0),
+            jitter_seconds=jitter,
             created_at=previous.created_at if previous else now,
             updated_at=now,
             disabled_periods=() if body.get("enabled", True) else ((now, None),),
+            anchor_at=anchor,
+            exclude_dates=excluded,
         )
-        return spec, cron
+        return spec, fires
 
-    def first_fire(self, spec: ScheduleSpec, cron: CronSchedule, after: float) -> float | None:
+    def first_fire(self, spec: ScheduleSpec, cron: FireTimes | CronSchedule, after: float) -> float | None:
+        """The schedule's first fire strictly after ``after`` (from startAt on); None: it never fires."""
+        fires = as_fire_times(cron)
         after = max(after, (spec.start_at - 0.001) if spec.start_at else after)
-        t = cron.next_after(datetime.fromtimestamp(after, tz=timezone.utc)).timestamp()
+        nxt = fires.next_after(datetime.fromtimestamp(after, tz=timezone.utc))
+        if nxt is None:
+            return None
+        t = nxt.timestamp()
         if spec.end_at is not None and t > spec.end_at:
             return None
         return t
@@ -180,38 +316,29 @@ class AgentService:
         built = {}
 
         def change(agent: Agent) -> Agent:
-            spec, cron = self._spec_from_body(body, agent, agent.schedule)
-            built["cron"] = cron
-            return agent.with_(schedule=spec, next_run_at=self.first_fire(spec, cron, self.now()), updated_at=self.now())
+            spec, fires = self._spec_from_body(body, agent, agent.schedule)
+            built["fires"] = fires
+            return agent.with_(schedule=spec, next_run_at=self.first_fire(spec, fires, self.now()), updated_at=self.now())
 
-        updated = self._mutate(tenant_id, agent_id, change)
-        self.c.dispatcher.dispatch_soon(self.c.agents.get(tenant_id, agent_id) or updated)
-        agent, cron = updated, built["cron"]
-        view = self._schedule_view(updated, cron)
-        view["warnings"] = schedule_warnings(cron, self.c.clock.now(), agent.timeout_seconds)
+        updated = self._mutate(tenant_id, agent_id, change, saved=True)
+        current = self.c.agents.get(tenant_id, agent_id)
+        self.c.dispatcher.dispatch_soon(current or updated)
+        fires = built["fires"]
+        view = self._schedule_view(updated, fires)
+        view["warnings"] = fires.warnings(self.c.clock.now(), updated.timeout_seconds)
         view["conflicts"] = self._conflicts_after_save(tenant_id, updated)
         return view
 
     def _conflicts_after_save(self, tenant_id: str, agent: Agent) -> builtins.list:  # `list` is a method here
-        try:
-            from chalicelib.services.conflicts import conflicts_involving
-        except ImportError:  # pragma: no cover - conflicts arrive with schedule management
-            return []
+        from chalicelib.services.conflicts import conflicts_involving
+
         return conflicts_involving(self.c, tenant_id, agent.agent_id)
 
-    def _schedule_view(self, agent: Agent, cron: CronSchedule | None = None) -> dict:
+    def _schedule_view(self, agent: Agent, fires: FireTimes | None = None) -> dict:
         spec = agent.schedule
-        assert spec is not None, "only a scheduled agent has a schedule view"
-        cron = cron or CronSchedule.parse(spec.cron_expression, spec.timezone, hash_id=agent.agent_id)
-        runs: list[float] = []
-        nxt = agent.next_run_at if spec.enabled else None
-        if nxt is not None:
-            runs = [nxt]
-            for t in cron.iter_after(datetime.fromtimestamp(nxt, tz=timezone.utc)):
-                if len(runs) >= 5 or (spec.end_at is not None and t.timestamp() > spec.end_at):
-                    break
-                runs.append(t.timestamp())
-        return schedule_json(agent, spec, nxt, runs)
+        fires = fires or fire_times_for(spec, agent.agent_id)
+        runs = upcoming_fires(spec, fires, agent.next_run_at if spec.enabled else None, 5)
+        return schedule_json(agent, spec, runs[0] if runs else None, runs)
 
     def get_schedule(self, tenant_id: str, agent_id: str) -> dict:
         agent = self.get_agent(tenant_id, agent_id)
@@ -227,40 +354,73 @@ class AgentService:
 
         self._mutate(tenant_id, agent_id, change)
 
+    def with_enabled(self, agent: Agent, enabled: bool, now: float) -> Agent:
+        """The agent with its schedule enabled or disabled (unchanged if already so)."""
+        spec = agent.schedule
+        if spec.enabled == enabled:
+            return agent
+        periods = close_period(spec.disabled_periods, now) if enabled else add_period_start(spec.disabled_periods, now)
+        new_spec = ScheduleSpec(**{**spec.__dict__, "enabled": enabled, "updated_at": now, "disabled_periods": periods})
+        next_run_at = agent.next_run_at
+        if enabled and next_run_at is None:
+            next_run_at = self.first_fire(new_spec, fire_times_for(new_spec, agent.agent_id), now)
+        return agent.with_(schedule=new_spec, next_run_at=next_run_at, updated_at=now)
+
     def set_enabled(self, tenant_id: str, agent_id: str, enabled: bool) -> dict:
         def change(agent: Agent) -> Agent:
             if agent.schedule is None:
                 raise NotFound(f"agent {agent_id!r} has no schedule")
-            spec = agent.schedule
-            if spec.enabled == enabled:
-                return agent
-            now = self.now()
-            periods = close_period(spec.disabled_periods, now) if enabled else add_period_start(spec.disabled_periods, now)
-            new_spec = ScheduleSpec(**{**spec.__dict__, "enabled": enabled, "updated_at": now, "disabled_periods": periods})
-            next_run_at = agent.next_run_at
-            if enabled and next_run_at is None:
-                cron = CronSchedule.parse(spec.cron_expression, spec.timezone, hash_id=agent_id)
-                next_run_at = self.first_fire(new_spec, cron, now)
-            return agent.with_(schedule=new_spec, next_run_at=next_run_at, updated_at=now)
+            return self.with_enabled(agent, enabled, self.now())
 
         updated = self._mutate(tenant_id, agent_id, change)
         if enabled:
             self.c.dispatcher.dispatch_soon(self.c.agents.get(tenant_id, agent_id) or updated)
         return self._schedule_view(updated)
 
+    def schedule_history(self, tenant_id: str, agent_id: str, limit: int, token: str | None) -> dict:
+        self.get_agent(tenant_id, agent_id)
+        items, nxt = self.c.history.list(agent_id, limit, token)
+        return {
+            "items": [
+                {
+                    "version": e.version,
+                    "changedAt": iso(e.changed_at),
+                    "changedBy": e.changed_by,
+                    "action": e.action.value,
+                    "schedule": e.schedule,
+                }
+                for e in items if e.tenant_id == tenant_id
+            ],
+            "nextToken": nxt,
+        }
+
     def validate_expression(self, body: dict) -> dict:
         body = validate(body, schemas.VALIDATE)
+        field, text = expression_field(body, "")
         tz = body.get("timezone") or "UTC"
-        cron = parse_schedule_expression(body["cronExpression"], tz, body.get("agentId"))
+        check_timezone(tz, "")
         start = parse_datetime(body["from"], "from") if "from" in body else self.c.clock.now()
-        runs = cron.next_n(start, body.get("count", 5))
+        start_at = _opt_time(body.get("startAt"), "startAt")
+        anchor = start_at if start_at is not None else float(math.floor(start.timestamp()))
+        fires = parse_fire_times(text, tz, body.get("agentId"), field, anchor=anchor)
+        if isinstance(fires, AtFires) and fires.fire_at <= start.timestamp():
+            raise ValidationError(field, f"{field}: {fires.expression} is in the past ({iso(fires.fire_at, tz)})")
+        excluded = ExcludedDates.of(exclude_dates_from(body.get("excludeDates"), ""), tz)
+        after = start
+        if start_at is not None and start_at - 0.001 > start.timestamp():
+            after = datetime.fromtimestamp(start_at - 0.001, tz=timezone.utc)
+        runs = list(itertools.islice(excluded.included_after(fires, after), body.get("count", 5)))
+        if not runs and isinstance(fires, CronFires) and not excluded:
+            raise ValidationError(field, f"{field}: {fires.expression!r} never fires after {start.isoformat()}")
         zone = parse_timezone(tz)
         return {
             "valid": True,
-            "cronExpression": cron.expression,
+            "expression": fires.expression,
+            "cronExpression": fires.expression,
+            "kind": fires.kind,
             "timezone": tz,
             "nextRuns": [r.astimezone(zone).isoformat() for r in runs],
-            "warnings": schedule_warnings(cron, start, body.get("timeoutSeconds")),
+            "warnings": fires.warnings(start, body.get("timeoutSeconds")),
         }
 
     # --- runs -------------------------------------------------------------------------

@@ -116,6 +116,12 @@ class Container:
         return AgentService(self)
 
     @functools.cached_property
+    def history(self):
+        from chalicelib.adapters.history import HistoryStore
+
+        return HistoryStore(self.settings)
+
+    @functools.cached_property
     def schedule_service(self):
         from chalicelib.services.schedules import ScheduleService
 

@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from chalicelib.adapters.queues import OutMessage
 from chalicelib.domain.admission import START_SLACK_SECONDS, Admit, Candidate, SlotShard, plan_admission, send_delay
 from chalicelib.domain.cron import CronSchedule
+from chalicelib.domain.expressions import fire_times_for
 from chalicelib.domain.ids import jitter_offset, manual_session_id, scheduled_session_id
 from chalicelib.domain.model import OverlapPolicy, Priority, SessionStatus, Trigger
 from chalicelib.domain.records import STAGE_ADMITTED, STAGE_PENDING, Agent, Session
@@ -162,7 +163,7 @@ class Dispatcher:
 
     def _plan_schedule(self, agent: Agent, now: float, pauses) -> SchedulePlan:
         spec = agent.schedule
-        cron = cron_for(spec.cron_expression, spec.timezone, agent.agent_id)
+        cron = fire_times_for(spec, agent.agent_id)  # cron, rate() or at()
         plan = plan_fires(
             agent_id=agent.agent_id,
             spec=spec,
@@ -182,7 +183,8 @@ class Dispatcher:
             # the rest is planned again from where this tick stops.
             events = events[:MAX_ITEMS_PER_SCHEDULE]
             last = events[-1][0]
-            next_run_at = cron.next_after(datetime.fromtimestamp(last, tz=timezone.utc)).timestamp()
+            nxt = cron.next_after(datetime.fromtimestamp(last, tz=timezone.utc))
+            next_run_at = nxt.timestamp() if nxt is not None else last + 1
             next_due_at = next_run_at + jitter_offset(agent.agent_id, next_run_at, spec.jitter_seconds)
         # The overlap rule is judged again when a run starts only if another run of the agent
         # may still be active then: one active now, or an earlier run of this same plan.
@@ -222,6 +224,7 @@ class Dispatcher:
             eligible_at=s.eligible_at,
             timeout_seconds=s.timeout_seconds,
             attempt=s.attempt + 1,
+            backfill=s.trigger is Trigger.BACKFILL,
         )
 
     def admit(self, now: float | None = None, *, paused: bool | None = None, fresh=()) -> int:

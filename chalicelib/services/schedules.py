@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, Sequence
 
@@ -35,12 +35,13 @@ from chalicelib.api import schemas
 from chalicelib.api.serialize import iso
 from chalicelib.api.validation import parse_datetime, query_int, validate
 from chalicelib.domain.conflicts import DEFAULT_WINDOW_HOURS, MAX_WINDOW_HOURS
-from chalicelib.domain.cron import CronSchedule
-from chalicelib.domain.ids import scheduled_session_id
-from chalicelib.domain.model import SessionStatus, SkipReason
+from chalicelib.domain.expressions import FireTimes, fire_times_for
+from chalicelib.domain.ids import jitter_offset, scheduled_session_id
+from chalicelib.domain.model import Priority, SessionStatus, SkipReason
 from chalicelib.domain.records import STAGE_PENDING, Agent, Session
-from chalicelib.domain.schedule import Period, ScheduleSpec, add_period_start, close_period, skip_reason_for
+from chalicelib.domain.schedule import Period, ScheduleSpec, skip_reason_for
 from chalicelib.errors import ConditionFailed, Conflict, NotFound, SchedulerError, ValidationError
+from chalicelib.services import backfill as backfill_service
 from chalicelib.services import conflicts as conflict_service
 
 log = logging.getLogger("agent_scheduler.schedules")
@@ -110,8 +111,9 @@ class ScheduleService:
                 if not plan.changed:
                     return plan
                 try:
-                    self.agent_service._save(plan.agent, must_exist=True, expected=plan.read)
-                    return plan
+                    saved = any(ops[i]["action"] == "schedule" for i in plan.changed)
+                    written = self.agent_service._save(plan.agent, must_exist=True, expected=plan.read, saved=saved)
+                    return replace(plan, agent=written)
                 except ConditionFailed:
                     pass  # the tick moved the schedule since the read: read again, apply again
                 except SchedulerError as exc:  # deleted meanwhile, or a storage error
@@ -192,17 +194,7 @@ class ScheduleService:
 
     def _with_enabled(self, agent: Agent, enabled: bool, now: float) -> Agent:
         """The same rule as ``AgentService.set_enabled``, without its read and write."""
-        spec = agent.schedule
-        assert spec is not None, "callers check that the agent has a schedule"
-        if spec.enabled == enabled:
-            return agent
-        periods = close_period(spec.disabled_periods, now) if enabled else add_period_start(spec.disabled_periods, now)
-        new_spec = ScheduleSpec(**{**spec.__dict__, "enabled": enabled, "updated_at": now, "disabled_periods": periods})
-        next_run_at = agent.next_run_at
-        if enabled and next_run_at is None:
-            cron = CronSchedule.parse(spec.cron_expression, spec.timezone, hash_id=agent.agent_id)
-            next_run_at = self.agent_service.first_fire(new_spec, cron, now)
-        return agent.with_(schedule=new_spec, next_run_at=next_run_at, updated_at=now)
+        return self.agent_service.with_enabled(agent, enabled, now)
 
     # --- conflicts ----------------------------------------------------------------------
     def conflicts(self, tenant_id: str, from_text: str | None, hours_text: str | None) -> dict:
@@ -212,6 +204,36 @@ class ScheduleService:
         )
         report = conflict_service.analyze(self.c, tenant_id, start, hours)
         return conflict_service.report_json(report)
+
+    # --- backfill --------------------------------------------------------------------------
+    def backfill(self, tenant_id: str, agent_id: str, body: dict) -> dict:
+        """One run per fire of the schedule in ``[from, to)`` that never ran (see
+        :mod:`chalicelib.services.backfill`)."""
+        body = validate(body, schemas.BACKFILL)
+        agent = self.agent_service.get_agent(tenant_id, agent_id)
+        spec = agent.schedule
+        if spec is None:
+            raise NotFound(f"agent {agent_id!r} has no schedule")
+        start = parse_datetime(body["from"], "from").timestamp()
+        end = parse_datetime(body["to"], "to").timestamp()
+        now = self.now()
+        if end <= start:
+            raise ValidationError("to", "to must be after from")
+        if end > now:
+            raise ValidationError("to", "to must not be in the future (backfill runs past fires)")
+        if end - start > backfill_service.MAX_WINDOW_SECONDS:
+            raise ValidationError("to", "to: the window from..to may span at most 31 days")
+        max_runs = body.get("maxRuns", 100)
+        fire_times = backfill_service.window_fires(spec, fire_times_for(spec, agent_id), start, end, max_runs + 1)
+        if len(fire_times) > max_runs:
+            raise ValidationError(
+                "maxRuns", f"maxRuns: the window holds more than {max_runs} fire times; raise maxRuns (at most 1000) "
+                "or choose a shorter window",
+            )
+        priority = Priority(body["priority"]) if "priority" in body else spec.priority
+        existing = self._scheduled_sessions(tenant_id, agent_id, fire_times)
+        result = backfill_service.submit_backfill(self.c, agent, fire_times, priority, existing)
+        return {"created": len(result.created), "skipped": result.skipped, "sessionIds": list(result.created)}
 
     # --- fire ledger ---------------------------------------------------------------------
     def fires(self, tenant_id: str, agent_id: str, from_text: str | None, to_text: str | None) -> dict:
@@ -224,8 +246,7 @@ class ScheduleService:
         end = now + LEDGER_DEFAULT_SPAN.total_seconds() if to_text is None else parse_datetime(to_text, "to").timestamp()
         if end <= start:
             raise ValidationError("to", "to must be after from")
-        cron = CronSchedule.parse(spec.cron_expression, spec.timezone, hash_id=agent_id)
-        fire_times = ledger_fires(cron, spec, start, end, MAX_LEDGER_FIRES + 1)
+        fire_times = ledger_fires(fire_times_for(spec, agent_id), spec, start, end, MAX_LEDGER_FIRES + 1)
         if len(fire_times) > MAX_LEDGER_FIRES:
             raise ValidationError(
                 "to", f"to: the window holds more than {MAX_LEDGER_FIRES} fire times; choose an earlier to"
@@ -288,7 +309,7 @@ class _AgentPlan:
         return _AgentPlan(self.agent_id, self.read, self.read, results, (), False)
 
 
-def ledger_fires(cron: CronSchedule, spec: ScheduleSpec, start: float, end: float, limit: int) -> list[float]:
+def ledger_fires(cron: FireTimes, spec: ScheduleSpec, start: float, end: float, limit: int) -> list[float]:
     """Fire times ``t`` with ``start <= t < end`` since the schedule exists, at most ``limit``.
 
     Fires before the schedule was created are not its fires; fires outside
@@ -347,6 +368,7 @@ def fire_ledger(
       disabled periods (PAUSED, DISABLED), else CATCHUP_WINDOW.
     """
     out: list[LedgerEntry] = []
+    excluded = spec.excluded
     for f in fires:
         sid = scheduled_session_id(agent_id, f)
         s = sessions.get(sid)
@@ -362,8 +384,12 @@ def fire_ledger(
         if (spec.start_at is not None and f < spec.start_at) or (spec.end_at is not None and f > spec.end_at):
             out.append(LedgerEntry(f, SessionStatus.SKIPPED.value, None, SkipReason.OUTSIDE_WINDOW.value))
             continue
+        if spec.exclude_dates and excluded.excludes(f):
+            out.append(LedgerEntry(f, SessionStatus.SKIPPED.value, None, SkipReason.EXCLUDED_DATE.value))
+            continue
         unprocessed = next_run_at is not None and f >= next_run_at
-        if unprocessed and f >= now - late_tolerance:
+        scheduled = f + jitter_offset(agent_id, f, spec.jitter_seconds)  # judged like the tick does
+        if unprocessed and scheduled >= now - late_tolerance:
             reason = None
             if paused:
                 reason = SkipReason.PAUSED.value

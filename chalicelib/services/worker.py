@@ -237,12 +237,13 @@ def _next_waiting(c, s: Session, now: float) -> tuple[Session, Admit] | None:
     from chalicelib.domain.admission import Candidate
 
     until = now + c.settings.lookahead_seconds
-    for p in sorted(c.runs.pending(want=1, eligible_until=until),
-                    key=lambda x: (x.priority.rank, x.eligible_at, x.session_id)):
-        if p.session_id == s.session_id or p.eligible_at > until:
+    by_id = {p.session_id: p for p in c.runs.pending(want=1, eligible_until=until)}
+    waiting = [Candidate(p.session_id, p.tenant_id, p.agent_id, p.priority, p.eligible_at, p.timeout_seconds,
+                         p.attempt + 1, backfill=p.trigger.value == "BACKFILL") for p in by_id.values()]
+    for cand in sorted(waiting, key=lambda x: x.order_key):
+        if cand.session_id == s.session_id or cand.eligible_at > until:
             continue
-        cand = Candidate(p.session_id, p.tenant_id, p.agent_id, p.priority, p.eligible_at, p.timeout_seconds,
-                         p.attempt + 1)
+        p = by_id[cand.session_id]
         lease = max(now, p.eligible_at) + c.settings.resend_grace_seconds
         return p, Admit(cand, send_delay(p.eligible_at, now), s.slot or "", lease)
     return None

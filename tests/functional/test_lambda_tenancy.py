@@ -118,7 +118,10 @@ class FakeInvoker:
         return self.result
 
 
-def run(config: dict, invoker, ctx=None, policy=AgentPolicy()):
+DEFAULT_POLICY = AgentPolicy()
+
+
+def run(config: dict, invoker, ctx=None, policy=DEFAULT_POLICY):
     kind = get_kind("lambda")
     return execute(kind, kind.validate_config(config), ctx or FakeContext(), KindDeps(policy=policy, lambda_invoker=invoker), 5.0)
 
@@ -189,7 +192,7 @@ def test_a_failed_invoke_is_sent_once(status, code, monkeypatch):
 
     def answer(request, **kwargs):  # botocore hook: answers instead of the network
         sends.append(request.url)
-        body = ('{"__type": "%s", "message": "try later"}' % code).encode()
+        body = ('{"__type": "' + code + '", "message": "try later"}').encode()
         return botocore.awsrequest.AWSResponse(request.url, status, {"x-amzn-errortype": code}, _Raw(body))
 
     client.meta.events.register("before-send.lambda.Invoke", answer)

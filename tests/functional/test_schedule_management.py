@@ -165,14 +165,15 @@ def test_bulk_racing_a_tick_reads_again_and_never_restores_an_old_next_run_at(sy
 
     writes = []
 
-    def recorded_save(agent, must_exist, expected=None):
+    def recorded_save(agent, must_exist, expected=None, **kw):
         assert expected is not None, "a bulk write is conditional on the agent as read"
         try:
-            save(agent, must_exist, expected=expected)
+            written = save(agent, must_exist, expected=expected, **kw)
         except ConditionFailed:
             writes.append("lost the race")
             raise
         writes.append("written")
+        return written
 
     monkeypatch.setattr(service, "_get_agents", read_then_tick)
     monkeypatch.setattr(agents, "_save", recorded_save)
@@ -200,11 +201,11 @@ def test_bulk_gives_up_on_an_agent_that_keeps_moving_and_applies_the_others(syst
     save = agents._save
     attempts = []
 
-    def always_moved(agent, must_exist, expected=None):
+    def always_moved(agent, must_exist, expected=None, **kw):
         if agent.agent_id == busy:
             attempts.append(expected.next_run_at)
             raise ConditionFailed("next_run_at moved")
-        save(agent, must_exist, expected=expected)
+        return save(agent, must_exist, expected=expected, **kw)
 
     monkeypatch.setattr(agents, "_save", always_moved)
     r = api.post("/api/schedules/bulk", {"operations": [

@@ -208,6 +208,8 @@ def test_every_call_is_granted(recorder):
         call("POST", "/api/schedules/validate", {"cronExpression": "0 9 * * *"})
         call("POST", "/api/schedules/bulk", {"operations": [{"agentId": echo.get("id"), "action": "disable"}]})
         call("GET", "/api/schedules/conflicts")
+        call("GET", f"/api/agents/{echo.get('id')}/schedule/history")
+        call("POST", f"/api/agents/{echo.get('id')}/backfill", {"from": "2026-03-02T11:55:00Z", "to": "2026-03-02T11:59:00Z"})
         call("GET", f"/api/agents/{echo.get('id')}/fires?from=2026-03-02T11:00:00Z&to=2026-03-02T13:00:00Z")
         call("DELETE", f"/api/agents/{echo.get('id')}/schedule")
         call("DELETE", f"/api/agents/{lam.get('id')}")

@@ -515,7 +515,8 @@ def test_sensitive_grants_go_only_where_they_are_used(resources):
     assert holders("lambda:InvokeFunction") == {"worker"}
     assert holders("sqs:ReceiveMessage", "queue:work") == {"worker"}
     assert holders("sqs:ReceiveMessage", "queue:dlq") == {"api_handler"}
-    assert holders("execute-api:ManageConnections") == {"tick", "worker", "websocket_message"}
+    # the API pushes schedule:changed to the tenant's connections
+    assert holders("execute-api:ManageConnections") == {"tick", "worker", "websocket_message", "api_handler"}
     assert holders("dynamodb:DeleteItem", "table:agents") == {"api_handler"}
     assert holders("dynamodb:Scan", "table:agents") == set()
     assert holders("dynamodb:Scan", "table:sessions") == set()

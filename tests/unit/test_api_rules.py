@@ -44,7 +44,6 @@ def test_valid_agent_body_passes_and_integral_floats_become_ints():
 
 
 @pytest.mark.parametrize("body,field", [
-    ({}, "cronExpression"),
     ({"cronExpression": "* * * * *", "priority": "URGENT"}, "priority"),
     ({"cronExpression": "* * * * *", "enabled": "yes"}, "enabled"),
     ({"cronExpression": "* * * * *", "startAt": "tomorrow"}, "startAt"),
@@ -56,6 +55,26 @@ def test_schedule_bodies_are_refused_naming_the_field(body, field):
     with pytest.raises(ValidationError) as e:
         validate(body, schemas.SCHEDULE_PUT)
     assert e.value.field == field
+
+
+@pytest.mark.parametrize("body,field", [
+    ({}, "expression"),
+    ({"expression": "* * * * *", "cronExpression": "* * * * *"}, "expression"),
+])
+def test_a_schedule_body_takes_exactly_one_expression(body, field):
+    from chalicelib.services.agents import expression_field
+
+    with pytest.raises(ValidationError) as e:
+        expression_field(body)
+    assert e.value.field == field
+
+
+def test_either_expression_field_is_accepted_and_named():
+    from chalicelib.services.agents import expression_field
+
+    assert expression_field({"expression": "rate(5 minutes)"}) == ("expression", "rate(5 minutes)")
+    assert expression_field({"cronExpression": "@daily"}, "operations[0].schedule.") == (
+        "operations[0].schedule.cronExpression", "@daily")
 
 
 def test_nested_fields_are_named_with_their_path():
@@ -177,8 +196,11 @@ def test_openapi_document_lists_every_route():
               "/api/agents/{agent_id}/run", "/api/agents/{agent_id}/sessions", "/api/agents/{agent_id}/sessions/{session_id}",
               "/api/agents/{agent_id}/sessions/{session_id}/cancel", "/api/scheduler/status", "/api/scheduler/pause",
               "/api/scheduler/resume", "/api/schedules/validate", "/api/schedules/bulk", "/api/schedules/conflicts",
-              "/api/agents/{agent_id}/fires", "/api/dlq", "/api/dlq/redrive", "/api/openapi.json"]:
+              "/api/agents/{agent_id}/fires", "/api/dlq", "/api/dlq/redrive", "/api/openapi.json",
+              "/api/agents/{agent_id}/backfill", "/api/agents/{agent_id}/schedule/history"]:
         assert p in paths
     from openapi_spec_validator import validate as validate_spec
 
     validate_spec(doc)
+    schedule = doc["components"]["schemas"]["Schedule"]["properties"]
+    assert {"expression", "cronExpression", "excludeDates", "version"} <= set(schedule)

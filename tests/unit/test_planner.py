@@ -194,3 +194,40 @@ def test_an_on_time_fire_supersedes_the_catch_up_run():
              pauses=[(ts("2026-03-02T12:30:00+00:00"), ts("2026-03-02T12:39:59+00:00"))])
     assert [r.fire_at for r in p.runs] == [ts("2026-03-02T12:40:00+00:00")]
     assert [(s.fire_at, s.reason) for s in p.skips] == [(ts("2026-03-02T12:35:00+00:00"), SkipReason.PAUSED)]
+
+
+
+# --- jitter: judged by the jittered time -------------------------------------------------
+def test_a_large_jitter_is_on_time_when_the_tick_reaches_its_jittered_second():
+    fire = ts("2026-03-02T12:00:00+00:00")
+    off = jitter_offset("ag_1", fire, 3000)
+    assert off > 300  # this fire's jitter is far beyond the late tolerance
+    now = fire + off - 30  # the tick that finds it due (due_at = fire + jitter)
+    p = plan("0 * * * *", next_run="2026-03-02T12:00:00+00:00", now=datetime.fromtimestamp(now, timezone.utc).isoformat(),
+             jitter_seconds=3000, catchup=CatchupPolicy.NONE)
+    assert [(r.fire_at, r.scheduled_for) for r in p.runs] == [(fire, fire + off)]
+    assert p.skips == ()
+
+
+def test_a_jittered_fire_missed_by_more_than_the_tolerance_is_missed():
+    fire = ts("2026-03-02T12:00:00+00:00")
+    off = jitter_offset("ag_1", fire, 3000)
+    now = fire + off + 400
+    p = plan("0 * * * *", next_run="2026-03-02T12:00:00+00:00", now=datetime.fromtimestamp(now, timezone.utc).isoformat(),
+             jitter_seconds=3000, catchup=CatchupPolicy.NONE)
+    assert p.runs == () and [s.reason for s in p.skips] == [SkipReason.CATCHUP_WINDOW]
+
+
+# --- backfill waits behind live runs of its priority ----------------------------------------
+def test_a_backfill_run_waits_behind_live_runs_of_its_priority_but_not_lower_ones():
+    t = ts("2026-03-02T12:00:00+00:00")
+    old = Candidate("b1", "t", "a", Priority.NORMAL, t - 86400, 60, backfill=True)
+    live = Candidate("l1", "t", "a", Priority.NORMAL, t + 10, 60)
+    low = Candidate("x1", "t", "a", Priority.LOW, t - 100, 60)
+    p = plan_admission([old, low, live], [SlotShard("s000", 0, 1)], now=t, lookahead=75, claim_grace=30)
+    assert [a.candidate.session_id for a in p.admit] == ["l1"]
+    assert [c.session_id for c in p.waiting] == ["b1", "x1"]
+    # the stored pending order says the same
+    ranks = sorted([pending_rank(2, t - 86400, "b1", backfill=True), pending_rank(2, t + 10, "l1"),
+                    pending_rank(3, t - 100, "x1"), pending_rank(1, t + 500, "h1")])
+    assert [r.rsplit("#", 1)[1] for r in ranks] == ["h1", "l1", "b1", "x1"]
