@@ -5,18 +5,26 @@ import functools
 import logging
 import os
 
-from chalice import Chalice, Response
+from chalice import Chalice, CORSConfig, Response
 
 from chalicelib.api import auth
 from chalicelib.api.openapi import openapi_document
 from chalicelib.api.validation import no_unknown_query, parse_json_body, query_int, query_str
 from chalicelib.errors import SchedulerError
 from chalicelib.services import wiring
+from chalicelib.settings import cors_origin
 
 app = Chalice(app_name="agent-scheduler")
 app.experimental_feature_flags.update(["WEBSOCKETS"])  # `chalice package` requires the opt-in
 app.log.setLevel(logging.INFO)
 log = logging.getLogger("agent_scheduler.app")
+if cors_origin():  # a dashboard on another origin: that one origin, nothing wider; unset: no CORS at all
+    app.api.cors = CORSConfig(
+        allow_origin=cors_origin(),
+        allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+        expose_headers=["Idempotent-Replayed"],
+        max_age=600,
+    )
 
 JSON_TYPES = ["application/json", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
 
@@ -271,3 +279,29 @@ def agent_fires(principal, agent_id):
     q = _q()
     no_unknown_query(q, {"from", "to"})
     return container().schedule_service.fires(principal.tenant_id, agent_id, query_str(q, "from", 64), query_str(q, "to", 64))
+
+
+# --- the event stream and the dashboard --------------------------------------------------------------
+@app.route("/api/events", methods=["GET"])
+@api()
+def list_events(principal):
+    q = _q()
+    no_unknown_query(q, {"since", "limit"})
+    return container().events.page(principal.tenant_id, query_int(q, "since", 0, 0, 2**53 - 1), query_int(q, "limit", 100, 1, 500))
+
+
+@app.route("/api/events/ticket", methods=["POST"], content_types=JSON_TYPES)
+@api()
+def events_ticket(principal):
+    from chalicelib.services.ws import issue_ticket
+
+    return issue_ticket(container(), principal)
+
+
+@app.route("/dashboard", methods=["GET"])
+def dashboard():
+    from chalicelib.dashboard import render
+    from chalicelib.services.ws import websocket_url
+
+    body, headers = render(websocket_url(container().settings.ws_endpoint))
+    return Response(body=body, status_code=200, headers=headers)

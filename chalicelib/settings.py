@@ -6,6 +6,7 @@ An explicit argument beats the environment: ``Settings.from_env({...})``.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, replace
 from typing import Mapping
 
@@ -22,6 +23,8 @@ BACKOFF_MAX_SECONDS = "SCHEDULER_BACKOFF_MAX_SECONDS"
 ALERT_AFTER_FAILURES = "SCHEDULER_ALERT_AFTER_FAILURES"
 TICK_SECONDS = "SCHEDULER_TICK_SECONDS"
 SESSION_RETENTION_DAYS = "SCHEDULER_SESSION_RETENTION_DAYS"
+EVENT_RETENTION_HOURS = "SCHEDULER_EVENT_RETENTION_HOURS"
+CORS_ORIGIN = "SCHEDULER_CORS_ORIGIN"  # the dashboard's origin when it is not the API's own; unset: no CORS
 
 # --- extensions: resource names and wiring (set by infra per stage) ---------
 ENVIRONMENT = "SCHEDULER_ENV"  # "local" (default) or "aws"
@@ -29,6 +32,7 @@ AGENTS_TABLE = "SCHEDULER_AGENTS_TABLE"
 SESSIONS_TABLE = "SCHEDULER_SESSIONS_TABLE"
 CONTROL_TABLE = "SCHEDULER_CONTROL_TABLE"
 CONNECTIONS_TABLE = "SCHEDULER_CONNECTIONS_TABLE"
+EVENTS_TABLE = "SCHEDULER_EVENTS_TABLE"
 WORK_QUEUE_URL = "SCHEDULER_WORK_QUEUE_URL"
 DLQ_URL = "SCHEDULER_DLQ_URL"
 ALERT_TOPIC_ARN = "SCHEDULER_ALERT_TOPIC_ARN"
@@ -53,11 +57,14 @@ class Settings:
     alert_after_failures: int = 3
     tick_seconds: float = 60.0
     session_retention_days: int = 30
+    event_retention_hours: int = 24
+    cors_origin: str = ""
     environment: str = "local"
     agents_table: str = "agent-scheduler-agents"
     sessions_table: str = "agent-scheduler-sessions"
     control_table: str = "agent-scheduler-control"
     connections_table: str = "agent-scheduler-connections"
+    events_table: str = "agent-scheduler-events"
     work_queue_url: str = ""
     dlq_url: str = ""
     alert_topic_arn: str = ""
@@ -93,11 +100,14 @@ class Settings:
             alert_after_failures=_int(env, ALERT_AFTER_FAILURES, 3, 1, 1000),
             tick_seconds=_float(env, TICK_SECONDS, 60.0, 0.1, 3600.0),
             session_retention_days=_int(env, SESSION_RETENTION_DAYS, 30, 1, 3650),
+            event_retention_hours=_int(env, EVENT_RETENTION_HOURS, 24, 1, 24 * 90),
+            cors_origin=_origin(env, CORS_ORIGIN),
             environment=environment,
             agents_table=env.get(AGENTS_TABLE) or cls.agents_table,
             sessions_table=env.get(SESSIONS_TABLE) or cls.sessions_table,
             control_table=env.get(CONTROL_TABLE) or cls.control_table,
             connections_table=env.get(CONNECTIONS_TABLE) or cls.connections_table,
+            events_table=env.get(EVENTS_TABLE) or cls.events_table,
             work_queue_url=env.get(WORK_QUEUE_URL, ""),
             dlq_url=env.get(DLQ_URL, ""),
             alert_topic_arn=env.get(ALERT_TOPIC_ARN, ""),
@@ -158,3 +168,18 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     if raw not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
     return raw
+
+
+def _origin(env: Mapping[str, str], name: str) -> str:
+    """One origin (``scheme://host[:port]``, no path), or empty. ``*`` is refused: the API takes bearer tokens."""
+    raw = _raw(env, name)
+    if raw is None:
+        return ""
+    if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", raw):
+        raise ConfigError(f"{name} must be one origin like https://dash.example.com (no path, no '*'), got {raw!r}")
+    return raw
+
+
+def cors_origin(env: Mapping[str, str] | None = None) -> str:
+    """``SCHEDULER_CORS_ORIGIN`` alone (the app reads it at import to configure its routes)."""
+    return _origin(os.environ if env is None else env, CORS_ORIGIN)

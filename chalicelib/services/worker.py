@@ -238,6 +238,7 @@ class Worker:
         except ConditionFailed:
             return "duplicate"
         self._count("overlap_skipped")
+        self.c.events.skipped([skipped])  # Events: agent:skipped (the overlap policy dropped this fire).
         self.c.agents.add_active_runs(s.tenant_id, s.agent_id, -1)
         self._release_and_admit(s.session_id)
         return "skipped"
