@@ -28,6 +28,7 @@ TENANT_INDEX = index_name(ConnectionModel, "tenant_index")
 
 GET, PUT, UPDATE, DELETE = "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"
 QUERY, SCAN, BATCH_GET = "dynamodb:Query", "dynamodb:Scan", "dynamodb:BatchGetItem"
+BATCH_WRITE = "dynamodb:BatchWriteItem"
 SQS_SEND, SQS_RECEIVE, SQS_DELETE = "sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage"
 SQS_VISIBILITY, SQS_ATTRIBUTES = "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"
 MANAGE_CONNECTIONS = "execute-api:ManageConnections"
@@ -54,6 +55,8 @@ ACCESS: dict[str, tuple[Access, ...]] = {
         Access("table:control", (GET, UPDATE)),
         Access("queue:work", (SQS_SEND,)),  # run now, cancel and redrive admit at once
         Access("queue:dlq", (SQS_RECEIVE, SQS_DELETE, SQS_VISIBILITY)),  # redrive drains the DLQ
+        # GET /api/events (Query, the head), tickets (Put), events of the API's own changes
+        Access("table:events", (GET, PUT, UPDATE, QUERY)),
     ),
     # The minute tick: due schedules, admission, the sweep, scheduler:status to every connection.
     "tick": (
@@ -64,6 +67,7 @@ ACCESS: dict[str, tuple[Access, ...]] = {
         Access(f"index:sessions:{DLQ_INDEX}", (QUERY,)),  # dlqDepth in the status pushed to each tenant
         Access("table:control", (GET, UPDATE)),
         Access("table:connections", (SCAN, DELETE)),
+        Access("table:events", (PUT, UPDATE, BATCH_WRITE)),  # scheduler:status, agent:skipped: numbered, kept
         Access("queue:work", (SQS_SEND,)),
         Access("ws:connections", (MANAGE_CONNECTIONS,)),
     ),
@@ -77,20 +81,24 @@ ACCESS: dict[str, tuple[Access, ...]] = {
         Access(f"index:connections:{TENANT_INDEX}", (QUERY,)),
         Access("queue:work", (SQS_RECEIVE, SQS_DELETE, SQS_ATTRIBUTES, SQS_SEND)),  # event source + admission
         Access("queue:dlq", (SQS_SEND,)),
+        Access("table:events", (PUT, UPDATE)),  # run events: numbered (head), kept
         Access("topic:alerts", ("sns:Publish",)),
         Access("lambda:agents", ("lambda:InvokeFunction",)),  # the `lambda` agent kind
         Access("ws:connections", (MANAGE_CONNECTIONS,)),
     ),
     "websocket_connect": (
         Access("table:connections", (PUT,)),
+        Access("table:events", (GET, DELETE)),  # a single-use ticket: read, then deleted
     ),
     "websocket_message": (
         Access("table:connections", (GET, UPDATE, DELETE)),
         Access("table:agents", (GET,)),  # subscribe checks the agent is the tenant's
+        Access("table:events", (GET, UPDATE, QUERY)),  # follow, hold, replay, go live (the stream head)
         Access("ws:connections", (MANAGE_CONNECTIONS,)),
     ),
     "websocket_disconnect": (
         Access("table:connections", (GET, DELETE)),
+        Access("table:events", (UPDATE,)),  # leave the stream head
     ),
 }
 
