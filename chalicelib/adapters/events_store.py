@@ -44,13 +44,13 @@ class Head:
     subs: dict[str, list[str]] = field(default_factory=dict)
     live_from: dict[str, int] = field(default_factory=dict)
 
-    def receivers(self, seq: int, agent_id: str | None, *, everyone: bool = False) -> list[str]:
+    def receivers(self, seq: int, agent_id: str | None) -> list[str]:
         """Connections that get event ``seq`` live: subscribed to ``agent_id`` (or ``*``; an
-        event without an agent, or ``everyone``, goes to every connection) and not covered
-        by a replay (``seq`` after the connection's ``live_from``; nothing while it holds)."""
+        event without an agent goes to every connection) and not covered by a replay
+        (``seq`` after the connection's ``live_from``; nothing while it holds)."""
         out = []
         for cid, subs in self.subs.items():
-            if not (everyone or agent_id is None or "*" in subs or agent_id in subs):
+            if not (agent_id is None or "*" in subs or agent_id in subs):
                 continue
             floor = self.live_from.get(cid)
             if floor is not None and (floor == HOLD or seq <= floor):

@@ -29,7 +29,6 @@ def test_receivers_follow_subscriptions_and_replay_floors():
     assert head.receivers(9, "a2") == ["all"]
     assert head.receivers(10, "a1") == ["all", "one", "resumed"]
     assert head.receivers(10, None) == ["all", "one", "none", "resumed"]  # no agent: everyone not replaying
-    assert head.receivers(10, "a2", everyone=True) == ["all", "one", "none", "resumed"]
 
 
 def test_event_settings_are_parsed_once_and_bad_values_name_the_variable():
@@ -127,3 +126,26 @@ def test_the_dashboard_is_one_self_contained_page_with_a_strict_policy():
         assert f"{directive} 'sha256-{digest}'" in csp
     assert "sessionStorage" in PAGE.read_text() and "localStorage.setItem" not in PAGE.read_text()
     assert render("")[1]["Content-Security-Policy"].count("connect-src 'self';") == 1
+
+
+def test_cors_is_one_origin_when_set_and_nothing_otherwise():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    probe = (
+        "import json, app; r = app.app.routes['/api/agents']['GET']; c = r.cors; "
+        "print(json.dumps(None if not c else {'origin': c.allow_origin, 'headers': c.allow_headers}))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SCHEDULER_CORS_ORIGIN"}
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+    def run(extra):
+        out = subprocess.run([sys.executable, "-c", probe], cwd=root, env={**env, **extra}, capture_output=True,
+                             text=True, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    assert run({}) is None
+    got = run({"SCHEDULER_CORS_ORIGIN": "https://dash.example.com"})
+    assert got["origin"] == "https://dash.example.com" and "Authorization" in got["headers"]
