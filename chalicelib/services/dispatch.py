@@ -291,8 +291,6 @@ class Dispatcher:
         if lost_ids:
             self.c.control.release(lost_ids)
         to_send = [a for a in admitted if a.candidate.session_id not in lost_ids]
-        # Events: agent:skipped for each SKIPPED fire this tick wrote (not the ones another tick wrote).
-        self.c.events.skipped([op[3] for g in groups for op in g.ops if len(op) > 3 and isinstance(op[3], Session) and op[3].status is SessionStatus.SKIPPED and op[3].session_id not in lost_ids])
         self._send(to_send)
         return len(to_send)
 
