@@ -373,6 +373,8 @@ def test_sensitive_grants_go_only_where_they_are_used(resources):
     assert holders("dynamodb:Scan", "table:sessions") == set()
     assert grants["websocket_connect"] == {
         ("dynamodb:PutItem", "table:connections"),
+        ("dynamodb:GetItem", "table:events"),  # a single-use ticket: read, then deleted
+        ("dynamodb:DeleteItem", "table:events"),
         ("secretsmanager:GetSecretValue", "secret:jwt"),
         ("logs:CreateLogStream", "logs:self"),
         ("logs:PutLogEvents", "logs:self"),
