@@ -11,7 +11,7 @@ One table, reviewed against the code paths (chalicelib/services/*):
 Resources are symbolic here and resolved to ARNs by the stack:
 ``table:<key>``, ``index:<key>:<index name>``, ``queue:work``, ``queue:dlq``,
 ``topic:alerts``, ``secret:jwt``, ``ws:connections`` (the WebSocket API's
-@connections), ``lambda:agents`` (functions ``lambda`` agents may invoke),
+@connections, POST), ``ws:close`` (DELETE @connections), ``lambda:agents`` (functions ``lambda`` agents may invoke),
 ``logs:self`` (the function's own log group).
 """
 from __future__ import annotations
@@ -95,6 +95,7 @@ ACCESS: dict[str, tuple[Access, ...]] = {
         Access("table:agents", (GET,)),  # subscribe checks the agent is the tenant's
         Access("table:events", (GET, UPDATE, QUERY)),  # follow, hold, replay, go live (the stream head)
         Access("ws:connections", (MANAGE_CONNECTIONS,)),
+        Access("ws:close", (MANAGE_CONNECTIONS,)),  # a replay that cannot be sent closes its connection
     ),
     "websocket_disconnect": (
         Access("table:connections", (GET, DELETE)),

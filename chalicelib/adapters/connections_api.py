@@ -107,6 +107,13 @@ class ConnectionPusher:
                 return result
         return "ok"
 
+    def close(self, connection_id: str) -> None:
+        """Close a connection (best effort): its client reconnects and resumes."""
+        try:
+            self.client.delete_connection(ConnectionId=connection_id)
+        except Exception as exc:  # gone already, or unreachable: nothing more to do
+            log.warning("closing %s failed: %r", connection_id, exc, extra={"connection_id": connection_id})
+
     def shutdown(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.slow_pool.shutdown(wait=False, cancel_futures=True)

@@ -8,7 +8,7 @@ Layout (one table, ``tenant_id`` / ``seq``; see ``EventModel``):
   ``expires_at``: what is past its retention is never returned.
 - ``seq`` 0 is the tenant's *head*: ``last_seq`` (the counter), ``subs`` (which
   connection follows which agents) and ``live_from`` (per connection: the last seq
-  it received by replay; ``HOLD`` while a replay is running). Taking a seq is one
+  it received by replay; while a replay runs, minus the time it began: a *hold*). Taking a seq is one
   ``UpdateItem ADD last_seq :n`` that returns the whole head, so the publisher learns,
   at the very instant its seq was taken, exactly which connections must get the event:
   a subscription made after that instant sees the event in its replay, one made
@@ -31,7 +31,7 @@ from chalicelib.adapters.tables import EventModel
 from chalicelib.errors import ConditionFailed
 
 HEAD_SEQ = 0
-HOLD = -1  # live_from while a replay runs: the live path sends this connection nothing
+HOLD_SECONDS = 120  # a hold older than this was abandoned (its handler died mid-replay): live again
 TICKET_PREFIX = "ticket#"
 BATCH_SIZE = 25  # BatchWriteItem's limit
 
@@ -44,16 +44,19 @@ class Head:
     subs: dict[str, list[str]] = field(default_factory=dict)
     live_from: dict[str, int] = field(default_factory=dict)
 
-    def receivers(self, seq: int, agent_id: str | None) -> list[str]:
+    def receivers(self, seq: int, agent_id: str | None, now: float) -> list[str]:
         """Connections that get event ``seq`` live: subscribed to ``agent_id`` (or ``*``; an
         event without an agent goes to every connection) and not covered by a replay
-        (``seq`` after the connection's ``live_from``; nothing while it holds)."""
+        (``seq`` after the connection's ``live_from``; nothing while it holds, unless the
+        hold is older than ``HOLD_SECONDS``: its replay died, better late than never)."""
         out = []
         for cid, subs in self.subs.items():
             if not (agent_id is None or "*" in subs or agent_id in subs):
                 continue
             floor = self.live_from.get(cid)
-            if floor is not None and (floor == HOLD or seq <= floor):
+            if floor is not None and floor < 0 and now + floor < HOLD_SECONDS:
+                continue
+            if floor is not None and seq <= floor:
                 continue
             out.append(cid)
         return out
@@ -73,6 +76,11 @@ def _head(m: EventModel) -> Head:
         subs={k: [str(x) for x in (v or [])] for k, v in subs.items()},
         live_from={k: int(v) for k, v in live.items()},
     )
+
+
+def hold(now: float) -> int:
+    """The ``live_from`` of a connection whose replay began at ``now``."""
+    return -max(1, int(now))
 
 
 def _ttl(epoch: float) -> datetime:
@@ -112,14 +120,14 @@ class EventStore:
                 actions=[e.last_seq.set(e.last_seq | 0), e.subs.set(e.subs | {}), e.live_from.set(e.live_from | {})]
             )
 
-    def follow(self, tenant_id: str, connection_id: str, agent_ids: list[str], *, hold: bool = False) -> Head:
-        """Set what a connection follows; with ``hold`` the live path sends it nothing until
-        ``go_live`` (a replay is about to run). Answers the head just after the change."""
+    def follow(self, tenant_id: str, connection_id: str, agent_ids: list[str], *, held_at: float | None = None) -> Head:
+        """Set what a connection follows; with ``held_at`` (now) the live path sends it nothing
+        until ``go_live`` (a replay is about to run). Answers the head just after the change."""
         self._init_head(tenant_id)
         e = EventModel
         actions = [e.subs[connection_id].set(list(agent_ids))]
-        if hold:
-            actions.append(e.live_from[connection_id].set(HOLD))
+        if held_at is not None:
+            actions.append(e.live_from[connection_id].set(hold(held_at)))
         head = e(tenant_id, HEAD_SEQ)
         with aws_call("follow events"):
             head.update(actions=actions)

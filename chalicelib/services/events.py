@@ -91,9 +91,10 @@ class EventPublisher:
             head = self._number(tenant_id, [p for _, p in items])
             if not self._live:
                 return 0
+            now = self.c.clock.now().timestamp()
             delivered = 0
             for agent_id, payload in items:
-                delivered += self._deliver(tenant_id, head.receivers(payload["seq"], agent_id), payload)
+                delivered += self._deliver(tenant_id, head.receivers(payload["seq"], agent_id, now), payload)
             return delivered
         except Exception:  # never let an event fail a run
             self.failures += 1
@@ -127,7 +128,7 @@ class EventPublisher:
             for tenant, cids in by_tenant.items():
                 payload = ev.scheduler_status(status_for(tenant), now)
                 head = self._number(tenant, [payload])
-                replaying = set(head.subs) - set(head.receivers(payload["seq"], None))
+                replaying = set(head.subs) - set(head.receivers(payload["seq"], None, now))
                 self._deliver(tenant, [c for c in cids if c not in replaying], payload)
         except Exception:
             self.failures += 1
@@ -181,7 +182,7 @@ class EventPublisher:
             following(self.store.follow(tenant_id, connection_id, agent_ids).last_seq)
             return
         now = self.c.clock.now().timestamp()
-        head = self.store.follow(tenant_id, connection_id, agent_ids, hold=True)
+        head = self.store.follow(tenant_id, connection_id, agent_ids, held_at=now)
         following(head.last_seq)
         subs = set(agent_ids)
         oldest = self._resync_point(tenant_id, since, now, first=None, last_seq=head.last_seq)
@@ -225,10 +226,14 @@ class EventPublisher:
         return self._send(tenant_id, connection_id, matching)
 
     def _send(self, tenant_id: str, connection_id: str, payloads: list[dict]) -> bool:
+        """Replay frames, in order. If one cannot be sent the connection is closed (the client
+        resumes from what it got) rather than left holding, or live with a hole."""
         if not payloads or not self._live:
             return True
         result = self.c.pusher.send_in_order(connection_id, payloads)
-        if result == "gone":
+        if result != "ok":
+            if result != "gone":
+                self.c.pusher.close(connection_id)
             self._forget(tenant_id, [connection_id])
         return result == "ok"
 

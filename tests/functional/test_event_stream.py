@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 
-from chalicelib.adapters.events_store import HEAD_SEQ, HOLD
+from chalicelib.adapters.events_store import HEAD_SEQ, HOLD_SECONDS
 from chalicelib.adapters.tables import EventModel
 from chalicelib.api.auth import issue
 from chalicelib.domain import events as ev
@@ -29,6 +29,7 @@ class RecordingPusher:
     def __init__(self) -> None:
         self.frames: dict[str, list[dict]] = {}
         self.gone: set[str] = set()
+        self.closed: list[str] = []
         self.on_send = None
 
     def _one(self, cid: str, payload: dict) -> str:
@@ -51,6 +52,9 @@ class RecordingPusher:
             if self._one(cid, p) == "gone":
                 return "gone"
         return "ok"
+
+    def close(self, cid):
+        self.closed.append(cid)
 
     def events(self, cid: str) -> list[dict]:
         return [f for f in self.frames.get(cid, []) if "seq" in f]
@@ -257,20 +261,23 @@ def test_a_publisher_that_numbered_its_event_before_the_hold_does_not_duplicate_
     send(system, "c1", {"action": "subscribe", "agentIds": ["*"], "since": 0})
     assert len(sleeps) == 1
     # the late publisher now fans out with the head it read when it took seq 2: c1 is not in it
-    assert "c1" not in head_before.receivers(2, "agent-1")
+    assert "c1" not in head_before.receivers(2, "agent-1", system.clock.now().timestamp())
     assert [e["seq"] for e in pusher.events("c1")] == [1, 2]
 
 
-def test_while_a_replay_holds_the_connection_live_events_skip_it(system):
+def test_while_a_replay_holds_the_connection_live_events_skip_it(system, clock):
     store = system.event_store
-    store.follow("tenant-a", "c1", ["*"], hold=True)
+    now = clock.now().timestamp()
+    store.follow("tenant-a", "c1", ["*"], held_at=now)
     head = store.allocate("tenant-a")
-    assert head.live_from["c1"] == HOLD and head.receivers(head.last_seq, "x") == []
+    assert head.live_from["c1"] < 0 and head.receivers(head.last_seq, "x", now) == []
+    # a hold whose replay died long ago does not silence the connection forever
+    assert head.receivers(head.last_seq, "x", now + HOLD_SECONDS) == ["c1"]
     assert store.go_live("tenant-a", "c1", head.last_seq - 1, only_if_last=True) is None  # one more came
     live = store.go_live("tenant-a", "c1", head.last_seq, only_if_last=True)
     assert live is not None
     nxt = store.allocate("tenant-a")
-    assert nxt.receivers(nxt.last_seq, "x") == ["c1"]
+    assert nxt.receivers(nxt.last_seq, "x", now) == ["c1"]
 
 
 def test_a_gone_connection_is_forgotten_and_the_others_still_get_the_event(api, system, pusher):
@@ -367,3 +374,13 @@ def test_schedule_changed_is_numbered_stored_and_delivered(api, system, pusher):
     assert event["event"] == "schedule:changed"
     assert event["data"] == {"agentId": "agent-1", "version": 3, "action": "UPDATED", "changedBy": "user"}
     assert api.get("/api/events").json["items"] == [event]
+
+
+def test_a_replay_that_cannot_be_sent_closes_the_connection_instead_of_leaving_it_silent(api, system, pusher):
+    publish(system, 3)
+    connect(system, "c1")
+    pusher.send_in_order = lambda cid, payloads: "error"
+    send(system, "c1", {"action": "subscribe", "agentIds": ["*"], "since": 0})
+    assert pusher.closed == ["c1"]
+    assert system.connections.get("c1") is None
+    assert "c1" not in EventModel.get("tenant-a", HEAD_SEQ).live_from.as_dict()

@@ -84,7 +84,7 @@ class Recorder:
             resource = "lambda:agents" if fnmatch.fnmatch(name, AGENT_PATTERN) else f"?{name}"
             return {("lambda:InvokeFunction" if op == "Invoke" else f"lambda:{op}", resource)}
         if service == "apigatewaymanagementapi":
-            resource = "ws:connections" if op == "PostToConnection" else f"ws:connections:{op}"
+            resource = {"PostToConnection": "ws:connections", "DeleteConnection": "ws:close"}.get(op, f"ws:connections:{op}")
             return {("execute-api:ManageConnections", resource)}
         if service == "secretsmanager":
             return {(f"secretsmanager:{op}", "secret:jwt")}

@@ -330,6 +330,8 @@ def _symbol(resource, resources, own_log_group) -> str:
                 return f"index:{by_target[ref(variables['Table'])][len('table:'):]}:{text.rsplit('/', 1)[1]}"
         elif sub.endswith(":${WebsocketAPI}/api/POST/@connections/*"):
             return "ws:connections"
+        elif sub.endswith(":${WebsocketAPI}/api/DELETE/@connections/*"):
+            return "ws:close"
         elif ":lambda:${AWS::Region}:${AWS::AccountId}:function:agent-scheduler-agent-" in sub:
             return "lambda:agents"
     return f"?{json.dumps(resource)}"

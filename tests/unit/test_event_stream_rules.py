@@ -12,7 +12,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from chalicelib.adapters.connections_api import ConnectionPusher
-from chalicelib.adapters.events_store import HOLD, Head
+from chalicelib.adapters.events_store import HOLD_SECONDS, Head, hold
 from chalicelib.dashboard import PAGE, render
 from chalicelib.errors import ConfigError
 from chalicelib.services.ws import websocket_url
@@ -23,12 +23,15 @@ def test_receivers_follow_subscriptions_and_replay_floors():
     head = Head(
         last_seq=10,
         subs={"all": ["*"], "one": ["a1"], "none": [], "held": ["*"], "resumed": ["*"]},
-        live_from={"held": HOLD, "resumed": 9},
+        live_from={"held": hold(1000), "resumed": 9},
     )
-    assert head.receivers(9, "a1") == ["all", "one"]  # "resumed" got 9 by replay
-    assert head.receivers(9, "a2") == ["all"]
-    assert head.receivers(10, "a1") == ["all", "one", "resumed"]
-    assert head.receivers(10, None) == ["all", "one", "none", "resumed"]  # no agent: everyone not replaying
+    now = 1010
+    assert head.receivers(9, "a1", now) == ["all", "one"]  # "resumed" got 9 by replay
+    assert head.receivers(9, "a2", now) == ["all"]
+    assert head.receivers(10, "a1", now) == ["all", "one", "resumed"]
+    assert head.receivers(10, None, now) == ["all", "one", "none", "resumed"]  # no agent: everyone not replaying
+    # a hold abandoned by a dead replay handler ends by itself
+    assert "held" in head.receivers(10, "a1", 1000 + HOLD_SECONDS)
 
 
 def test_event_settings_are_parsed_once_and_bad_values_name_the_variable():
