@@ -59,6 +59,8 @@ if _missing:
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
+expect.set_options(timeout=TIMEOUT_MS)  # a loaded machine (make test runs two workers) is slow, not wrong
+
 
 @pytest.fixture(scope="module")
 def browser():
