@@ -21,10 +21,16 @@ app.experimental_feature_flags.update(["WEBSOCKETS"])  # `chalice package` requi
 app.log.setLevel(logging.INFO)
 if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):  # in Lambda: JSON lines at SCHEDULER_LOG_LEVEL (make run sets its own)
     observability.configure()
-if settings.read_cors_origin():  # before the routes: Chalice gives each route the CORS config it sees then
-    app.api.cors = CORSConfig(allow_origin=settings.read_cors_origin(), allow_headers=["Authorization", "Content-Type"],
-                              max_age=600)
 log = logging.getLogger("agent_scheduler.app")
+# Before the routes (Chalice gives each route the CORS config it sees then): a dashboard on another
+# origin gets that one origin, nothing wider; unset, no CORS at all.
+if settings.read_cors_origin():
+    app.api.cors = CORSConfig(
+        allow_origin=settings.read_cors_origin(),
+        allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+        expose_headers=["Idempotent-Replayed"],
+        max_age=600,
+    )
 
 JSON_TYPES = ["application/json", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
 
@@ -312,3 +318,27 @@ def schedule_history(principal, agent_id):
     return container().agent_service.schedule_history(
         principal.tenant_id, agent_id, query_int(q, "limit", 50, 1, 100), query_str(q, "nextToken")
     )
+# --- the event stream and the dashboard --------------------------------------------------------------
+@app.route("/api/events", methods=["GET"])
+@api()
+def list_events(principal):
+    q = _q()
+    no_unknown_query(q, {"since", "limit"})
+    return container().events.page(principal.tenant_id, query_int(q, "since", 0, 0, 2**53 - 1), query_int(q, "limit", 100, 1, 500))
+
+
+@app.route("/api/events/ticket", methods=["POST"], content_types=JSON_TYPES)
+@api()
+def events_ticket(principal):
+    from chalicelib.services.ws import issue_ticket
+
+    return issue_ticket(container(), principal)
+
+
+@app.route("/dashboard", methods=["GET"])
+def dashboard():
+    from chalicelib.dashboard import render
+    from chalicelib.services.ws import websocket_url
+
+    body, headers = render(websocket_url(container().settings.ws_endpoint))
+    return Response(body=body, status_code=200, headers=headers)

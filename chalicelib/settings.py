@@ -26,6 +26,8 @@ BACKOFF_MAX_SECONDS = "SCHEDULER_BACKOFF_MAX_SECONDS"
 ALERT_AFTER_FAILURES = "SCHEDULER_ALERT_AFTER_FAILURES"
 TICK_SECONDS = "SCHEDULER_TICK_SECONDS"
 SESSION_RETENTION_DAYS = "SCHEDULER_SESSION_RETENTION_DAYS"
+EVENT_RETENTION_HOURS = "SCHEDULER_EVENT_RETENTION_HOURS"
+CORS_ORIGIN = "SCHEDULER_CORS_ORIGIN"  # the dashboard's origin when it is not the API's own; unset: no CORS
 
 # --- extensions: resource names and wiring (set by infra per stage) ---------
 ENVIRONMENT = "SCHEDULER_ENV"  # "local" (default) or "aws"
@@ -33,6 +35,7 @@ AGENTS_TABLE = "SCHEDULER_AGENTS_TABLE"
 SESSIONS_TABLE = "SCHEDULER_SESSIONS_TABLE"
 CONTROL_TABLE = "SCHEDULER_CONTROL_TABLE"
 CONNECTIONS_TABLE = "SCHEDULER_CONNECTIONS_TABLE"
+EVENTS_TABLE = "SCHEDULER_EVENTS_TABLE"
 WORK_QUEUE_URL = "SCHEDULER_WORK_QUEUE_URL"
 DLQ_URL = "SCHEDULER_DLQ_URL"
 ALERT_TOPIC_ARN = "SCHEDULER_ALERT_TOPIC_ARN"
@@ -43,7 +46,6 @@ PENDING_SHARDS = "SCHEDULER_PENDING_SHARDS"
 AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"  # local: the embedded moto server
 MAX_RATE_LIMITED_WAITS = "SCHEDULER_MAX_RATE_LIMITED_WAITS"
 LOG_LEVEL = "SCHEDULER_LOG_LEVEL"  # DEBUG, INFO (default), WARNING, ERROR
-CORS_ORIGIN = "SCHEDULER_CORS_ORIGIN"  # the dashboard's origin (scheme://host[:port]); unset: no CORS
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 AWS_REGION = "AWS_DEFAULT_REGION"
 
@@ -68,11 +70,14 @@ class Settings:
     alert_after_failures: int = 3
     tick_seconds: float = 60.0
     session_retention_days: int = 30
+    event_retention_hours: int = 24
+    cors_origin: str = ""
     environment: str = "local"
     agents_table: str = "agent-scheduler-agents"
     sessions_table: str = "agent-scheduler-sessions"
     control_table: str = "agent-scheduler-control"
     connections_table: str = "agent-scheduler-connections"
+    events_table: str = "agent-scheduler-events"
     work_queue_url: str = ""
     dlq_url: str = ""
     alert_topic_arn: str = ""
@@ -86,7 +91,6 @@ class Settings:
     lambda_allowed: str = DEFAULT_LAMBDA_ALLOWED
     max_rate_limited_waits: int = limits.MAX_RATE_LIMITED_WAITS_DEFAULT
     log_level: str = "INFO"
-    cors_origin: str = ""
 
     # Fixed engineering constants (not settings): documented here in one place.
     lookahead_seconds: int = 75  # the tick admits runs due up to this far ahead (> the tick period,
@@ -114,11 +118,13 @@ class Settings:
             alert_after_failures=_int(env, ALERT_AFTER_FAILURES, 3, 1, 1000),
             tick_seconds=_float(env, TICK_SECONDS, 60.0, 0.1, 3600.0),
             session_retention_days=_int(env, SESSION_RETENTION_DAYS, 30, 1, 3650),
+            event_retention_hours=_int(env, EVENT_RETENTION_HOURS, 24, 1, 24 * 90),
             environment=environment,
             agents_table=env.get(AGENTS_TABLE) or cls.agents_table,
             sessions_table=env.get(SESSIONS_TABLE) or cls.sessions_table,
             control_table=env.get(CONTROL_TABLE) or cls.control_table,
             connections_table=env.get(CONNECTIONS_TABLE) or cls.connections_table,
+            events_table=env.get(EVENTS_TABLE) or cls.events_table,
             work_queue_url=env.get(WORK_QUEUE_URL, ""),
             dlq_url=env.get(DLQ_URL, ""),
             alert_topic_arn=env.get(ALERT_TOPIC_ARN, ""),
@@ -244,3 +250,6 @@ def _lambda_pattern(env: Mapping[str, str], name: str) -> str:
             f"separators or the ends (letters, digits, '-', '_' and '*'), such as {DEFAULT_LAMBDA_ALLOWED}; got {raw!r}"
         )
     return raw
+def cors_origin(env: Mapping[str, str] | None = None) -> str:
+    """``SCHEDULER_CORS_ORIGIN`` alone (the app reads it at import to configure its routes)."""
+    return read_cors_origin(env)

@@ -13,7 +13,7 @@ One table, reviewed against the code paths (chalicelib/services/*):
 Resources are symbolic here and resolved to ARNs by the stack:
 ``table:<key>``, ``index:<key>:<index name>``, ``queue:work``, ``queue:dlq``,
 ``topic:alerts``, ``secret:jwt``, ``ws:connections`` (the WebSocket API's
-@connections), ``lambda:agents`` (functions ``lambda`` agents may invoke),
+@connections, POST), ``ws:close`` (DELETE @connections), ``lambda:agents`` (functions ``lambda`` agents may invoke),
 ``logs:self`` (the function's own log group).
 """
 from __future__ import annotations
@@ -31,6 +31,7 @@ TENANT_INDEX = index_name(ConnectionModel, "tenant_index")
 
 GET, PUT, UPDATE, DELETE = "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"
 QUERY, SCAN, BATCH_GET = "dynamodb:Query", "dynamodb:Scan", "dynamodb:BatchGetItem"
+BATCH_WRITE = "dynamodb:BatchWriteItem"
 SQS_SEND, SQS_RECEIVE, SQS_DELETE = "sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage"
 SQS_VISIBILITY, SQS_ATTRIBUTES = "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"
 MANAGE_CONNECTIONS = "execute-api:ManageConnections"
@@ -65,6 +66,8 @@ ACCESS: dict[str, tuple[Access, ...]] = {
         Access("table:connections", (DELETE,)),
         Access(f"index:connections:{TENANT_INDEX}", (QUERY,)),
         Access("ws:connections", (MANAGE_CONNECTIONS,)),
+        # GET /api/events (Query, the head), tickets (Put), events of the API's own changes
+        Access("table:events", (GET, PUT, UPDATE, QUERY)),
     ),
     # The minute tick: due schedules, admission, the sweep, scheduler:status to every connection.
     "tick": (
@@ -76,6 +79,7 @@ ACCESS: dict[str, tuple[Access, ...]] = {
         Access(f"index:sessions:{ACTIVE_INDEX}", (QUERY,)),  # recovery sweep, reconciler, status
         Access("table:control", (GET, UPDATE, BATCH_GET, "dynamodb:ConditionCheckItem")),  # slot counters
         Access("table:connections", (SCAN, DELETE)),
+        Access("table:events", (PUT, UPDATE, BATCH_WRITE)),  # scheduler:status, agent:skipped: numbered, kept
         Access("queue:work", (SQS_SEND,)),
         # recovery ends abandoned attempts like the worker does: a dead run's DLQ copy and alert
         Access("queue:dlq", (SQS_SEND,)),
@@ -92,6 +96,7 @@ ACCESS: dict[str, tuple[Access, ...]] = {
         Access(f"index:connections:{TENANT_INDEX}", (QUERY,)),
         Access("queue:work", (SQS_RECEIVE, SQS_DELETE, SQS_ATTRIBUTES, SQS_SEND)),  # event source + admission
         Access("queue:dlq", (SQS_SEND,)),
+        Access("table:events", (PUT, UPDATE)),  # run events: numbered (head), kept
         Access("topic:alerts", ("sns:Publish",)),
         Access("lambda:agents", ("lambda:InvokeFunction",)),  # the `lambda` agent kind
         Access("ws:connections", (MANAGE_CONNECTIONS,)),
@@ -99,14 +104,18 @@ ACCESS: dict[str, tuple[Access, ...]] = {
     "websocket_connect": (
         Access("table:connections", (PUT,)),
         Access("secret:jwt", (READ_SECRET,)),  # the token in the connect request
+        Access("table:events", (GET, DELETE)),  # a single-use ticket: read, then deleted
     ),
     "websocket_message": (
         Access("table:connections", (GET, UPDATE, DELETE)),
         Access("table:agents", (GET,)),  # subscribe checks the agent is the tenant's
+        Access("table:events", (GET, UPDATE, QUERY)),  # follow, hold, replay, go live (the stream head)
         Access("ws:connections", (MANAGE_CONNECTIONS,)),
+        Access("ws:close", (MANAGE_CONNECTIONS,)),  # a replay that cannot be sent closes its connection
     ),
     "websocket_disconnect": (
         Access("table:connections", (GET, DELETE)),
+        Access("table:events", (UPDATE,)),  # leave the stream head
     ),
 }
 

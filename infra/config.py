@@ -20,7 +20,13 @@ if str(REPO_ROOT) not in sys.path:  # infra imports chalicelib (models, constant
 
 from chalicelib import limits  # noqa: E402
 from chalicelib import settings as app_settings  # noqa: E402
-from chalicelib.adapters.tables import AgentTenantModel, ConnectionModel, ControlModel, SessionModel  # noqa: E402
+from chalicelib.adapters.tables import (  # noqa: E402
+    AgentTenantModel,
+    ConnectionModel,
+    ControlModel,
+    EventModel,
+    SessionModel,
+)
 from chalicelib.api import gateway  # noqa: E402
 from chalicelib.settings import Settings  # noqa: E402
 
@@ -54,6 +60,7 @@ TABLES = {
     "sessions": (SessionModel, app_settings.SESSIONS_TABLE),
     "control": (ControlModel, app_settings.CONTROL_TABLE),
     "connections": (ConnectionModel, app_settings.CONNECTIONS_TABLE),
+    "events": (EventModel, app_settings.EVENTS_TABLE),
 }
 
 

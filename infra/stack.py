@@ -176,6 +176,10 @@ class AgentSchedulerStack(Stack):
             "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${%s}/%s/POST/@connections/*"
             % (WEBSOCKET_API_ID, stage.api_gateway_stage)
         )
+        self.ws_close_arn = Fn.sub(
+            "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${%s}/%s/DELETE/@connections/*"
+            % (WEBSOCKET_API_ID, stage.api_gateway_stage)
+        )
         self.lambda_allowed = stage.environment.get(LAMBDA_ALLOWED_ENV) or LAMBDA_ALLOWED_DEFAULT
         self.agent_function_arns = agent_function_arns or default_agent_function_arns(self.lambda_allowed)
         self.log_groups: dict[str, logs.LogGroup] = {}
@@ -368,6 +372,8 @@ class AgentSchedulerStack(Stack):
             return [self.jwt_secret.secret_arn]
         if symbol == "ws:connections":
             return [self.ws_connections_arn]
+        if symbol == "ws:close":  # DELETE @connections/{id}: close a connection whose replay failed
+            return [self.ws_close_arn]
         if symbol == "lambda:agents":
             return list(self.agent_function_arns)
         if symbol == "logs:self":

@@ -8,7 +8,7 @@ from constructs import Construct
 from infra.config import TABLES
 
 CONSTRUCT_IDS = {"agents": "AgentsTable", "sessions": "SessionsTable", "control": "ControlTable",
-                 "connections": "ConnectionsTable"}
+                 "connections": "ConnectionsTable", "events": "EventsTable"}
 
 _TYPES = {"S": dynamodb.AttributeType.STRING, "N": dynamodb.AttributeType.NUMBER, "B": dynamodb.AttributeType.BINARY}
 _PROJECTIONS = {

@@ -264,7 +264,8 @@ class System:
             "",
             "Agent Scheduler is running locally.",
             f"  REST API       {api}/api   (GET {api}/api/health, {api}/api/openapi.json)",
-            f"  WebSocket      {ws}/?token=$TOKEN",
+            f"  Dashboard      {api}/dashboard#token={token}",
+            f"  WebSocket      {ws}/?token=$TOKEN   (or ?ticket= from POST {api}/api/events/ticket)",
             f"  @connections   http://{HOST}:{s.ws_port}/@connections/{{connectionId}}",
             f"  AWS (moto)     {self.moto.url}   (aws --endpoint-url {self.moto.url} sqs list-queues)",
             f"  tick every {s.tick_seconds:g} s, at most {s.max_concurrent_agents} agents at once",
@@ -326,7 +327,7 @@ class System:
         if self.container is not None:
             pusher = self.container.__dict__.get("pusher")
             if pusher is not None:
-                pusher.pool.shutdown(wait=False, cancel_futures=True)
+                pusher.shutdown()
         if self.moto is not None:
             self.moto.stop()
         for sock in (self.api_sock, self.ws_sock):

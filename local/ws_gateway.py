@@ -303,7 +303,8 @@ class WebSocketGateway:
 
     async def not_websocket(self, request: Request) -> Response:
         return PlainTextResponse(
-            "This is the WebSocket endpoint: connect with ws://.../?token=<JWT>\n", status_code=426,
+            "This is the WebSocket endpoint: connect with ws://.../?token=<JWT> "
+            "or ws://.../?ticket=<ticket from POST /api/events/ticket>\n", status_code=426,
             headers={"Upgrade": "websocket"},
         )
 

@@ -21,6 +21,7 @@ Key design
 - control: small items: ``STATE`` (paused, last tick) and one slot counter
   per shard of the global cap (``SLOTS#s000``...), changed by conditional ADD.
 - connections: WebSocket connections; ``tenant-index`` finds a tenant's.
+- events: the per-tenant event stream (``seq``), its head and WebSocket tickets.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from pynamodb.attributes import (
     BooleanAttribute,
     JSONAttribute,
     ListAttribute,
+    MapAttribute,
     NumberAttribute,
     TTLAttribute,
     UnicodeAttribute,
@@ -174,7 +176,36 @@ class ConnectionModel(Model):
     tenant_index = TenantIndex()
 
 
-ALL_MODELS: tuple[type[Model], ...] = (AgentTenantModel, SessionModel, ControlModel, ConnectionModel)
+class EventModel(Model):
+    """The event stream: ``tenant_id`` / ``seq``, one item per event, kept by TTL.
+
+    ``seq`` 0 of each tenant is the stream's *head*: ``last_seq`` (the counter, taken
+    with an atomic ADD), ``subs`` (connection id -> the agent ids it follows) and
+    ``live_from`` (connection id -> the last seq it got by replay; -1 while a replay
+    runs). One UpdateItem both takes a seq and reads who must get the event.
+    Items keyed ``ticket#<sha256>`` / 0 are single-use WebSocket tickets (``owner``).
+    """
+
+    class Meta:
+        table_name = "agent-scheduler-events"
+
+    tenant_id = UnicodeAttribute(hash_key=True)
+    seq = NumberAttribute(range_key=True)
+    event_id = UnicodeAttribute(null=True)
+    name = UnicodeAttribute(null=True)
+    agent_id = UnicodeAttribute(null=True)
+    body = UnicodeAttribute(null=True)  # the whole event, as sent
+    expires_at = TTLAttribute(null=True)
+    # head only
+    last_seq = NumberAttribute(null=True)
+    subs = MapAttribute(null=True)
+    live_from = MapAttribute(null=True)
+    # tickets only
+    owner = UnicodeAttribute(null=True)
+    scopes = UnicodeAttribute(null=True)
+
+
+ALL_MODELS: tuple[type[Model], ...] = (AgentTenantModel, SessionModel, ControlModel, ConnectionModel, EventModel)
 
 
 def bind(settings) -> None:
@@ -184,6 +215,7 @@ def bind(settings) -> None:
         SessionModel: settings.sessions_table,
         ControlModel: settings.control_table,
         ConnectionModel: settings.connections_table,
+        EventModel: settings.events_table,
     }
     for model, table in names.items():
         model.Meta.table_name = table

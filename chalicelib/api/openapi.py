@@ -106,6 +106,11 @@ BACKFILL_OUT = {
         "sessionIds": {"type": "array", "items": {"type": "string"}},
     },
 }
+EVENT = {
+    "type": "object",
+    "properties": {"event": {"type": "string"}, "data": {"type": "object"}, "timestamp": {"type": "string", "format": "date-time"},
+                   "seq": {"type": "integer"}, "id": {"type": "string"}},
+}
 FROM = {"name": "from", "in": "query", "required": False, "schema": {"type": "string", "format": "date-time"}}
 
 
@@ -174,6 +179,16 @@ def openapi_document() -> dict:
         "/api/dlq/redrive": {
             "post": _op("Give dead runs a new attempt", _resp("202", "how many", {"type": "object", "properties": {"redriven": {"type": "integer"}}}), body=S.REDRIVE, errors=("400", "401"), body_required=False),
         },
+        # The event stream (events as sent over WebSocket, each with seq and id) and the dashboard.
+        "/api/events": {
+            "get": _op("Your retained events after a seq, in seq order", _resp("200", "a page of events", {"type": "object", "properties": {"items": {"type": "array", "items": EVENT}, "nextSince": {"type": "integer"}, "oldestSeq": {"type": "integer", "description": "present when events after since have expired"}}}),
+                       params=[{"name": "since", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
+                               {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 500}}], errors=("400", "401")),
+        },
+        "/api/events/ticket": {
+            "post": _op("A single-use WebSocket ticket (60 s) for ?ticket=", _resp("200", "the ticket", {"type": "object", "properties": {"ticket": {"type": "string"}, "expiresAt": {"type": "string", "format": "date-time"}, "expiresInSeconds": {"type": "integer"}, "url": {"type": "string"}}}), errors=("401",), body_required=False),
+        },
+        "/dashboard": {"get": {"summary": "The dashboard (HTML)", "security": [], "responses": {"200": {"description": "the page", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
     }
     return {
         "openapi": "3.1.0",

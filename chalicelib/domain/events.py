@@ -13,11 +13,14 @@ AGENT_PROGRESS = "agent:progress"
 AGENT_COMPLETED = "agent:completed"
 AGENT_FAILED = "agent:failed"
 AGENT_ALERT = "agent:alert"
+AGENT_SKIPPED = "agent:skipped"
+SCHEDULE_CHANGED = "schedule:changed"
+RESYNC = "resync"
 SCHEDULER_STATUS = "scheduler:status"
 SUBSCRIBED = "subscribed"
 PONG = "pong"
 
-AGENT_EVENTS = (AGENT_STARTED, AGENT_PROGRESS, AGENT_COMPLETED, AGENT_FAILED, AGENT_ALERT)
+AGENT_EVENTS = (AGENT_STARTED, AGENT_PROGRESS, AGENT_COMPLETED, AGENT_FAILED, AGENT_ALERT, AGENT_SKIPPED)
 
 
 def _iso(epoch: float | None) -> str | None:
@@ -107,7 +110,26 @@ def alert(
     )
 
 
-def scheduler_status(status: dict[str, Any], now: float) -> dict[str, Any]:
+def skipped(agent_id, session_id, attempt, *, now, reason, scheduled_for) -> dict:
+    """A fire that did not run (overlap, budget, excluded date, pause...), with the reason."""
+    return envelope(
+        AGENT_SKIPPED,
+        _agent(agent_id, session_id, attempt, reason=reason, scheduledFor=_iso(scheduled_for)),
+        now,
+    )
+
+
+def schedule_changed(agent_id, *, now, version, action, changed_by=None, schedule=None) -> dict:
+    """An agent's schedule was created, updated, enabled, disabled or deleted."""
+    data = {"agentId": agent_id, "version": version, "action": action}
+    if changed_by is not None:
+        data["changedBy"] = changed_by
+    if schedule is not None:
+        data["schedule"] = schedule
+    return envelope(SCHEDULE_CHANGED, data, now)
+
+
+def scheduler_status(status: dict, now: float) -> dict:
     return envelope(SCHEDULER_STATUS, status, now)
 
 

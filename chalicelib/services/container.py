@@ -92,6 +92,12 @@ class Container:
         return ConnectionPusher(self.client("apigatewaymanagementapi"))
 
     @functools.cached_property
+    def event_store(self):
+        from chalicelib.adapters.events_store import EventStore
+
+        return EventStore(self.settings.event_retention_hours)
+
+    @functools.cached_property
     def events(self):
         from chalicelib.services.events import EventPublisher
 

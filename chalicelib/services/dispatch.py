@@ -144,14 +144,20 @@ class Dispatcher:
         report.failed_groups += len(result.failed)
         if result.lost:
             log.info("another tick got there first", extra={"schedules": len(result.lost)})
-        fresh = []
+        fresh, skipped = [], []
         for p in result.committed:
             for s in p.sessions:
                 if s.status is SessionStatus.SKIPPED:
-                    report.skipped += 1
+                    skipped.append(s)
                 else:
-                    report.created += 1
                     fresh.append(s)
+        report.skipped += len(skipped)
+        report.created += len(fresh)
+        if skipped:
+            try:
+                self.c.events.skipped(skipped)  # agent:skipped, with each fire's reason
+            except SchedulerError:
+                log.exception("agent:skipped events not published")
         return fresh
 
     def _read_due(self, now: float) -> list[Agent]:

@@ -376,6 +376,7 @@ class Worker:
             return "duplicate"
         if self.c.runs.end_waiting(s, now, SessionStatus.SKIPPED, skip_reason="OVERLAP"):
             self._count("overlap_skipped")
+            self.c.events.skipped([s.with_(status=SessionStatus.SKIPPED, skip_reason="OVERLAP")])
             return "skipped"
         return "duplicate"
 

@@ -65,7 +65,7 @@ class Recorder:
     def _table_key(self, name: str) -> str:
         s = self.settings
         names = {s.agents_table: "agents", s.sessions_table: "sessions", s.control_table: "control",
-                 s.connections_table: "connections"}
+                 s.connections_table: "connections", s.events_table: "events"}
         return names.get(name, f"?{name}")
 
     def needs(self, service: str, op: str, p: dict) -> set[tuple[str, str]]:
@@ -89,7 +89,7 @@ class Recorder:
             resource = "lambda:agents" if fnmatch.fnmatch(name, AGENT_PATTERN) else f"?{name}"
             return {("lambda:InvokeFunction" if op == "Invoke" else f"lambda:{op}", resource)}
         if service == "apigatewaymanagementapi":
-            resource = "ws:connections" if op == "PostToConnection" else f"ws:connections:{op}"
+            resource = {"PostToConnection": "ws:connections", "DeleteConnection": "ws:close"}.get(op, f"ws:connections:{op}")
             return {("execute-api:ManageConnections", resource)}
         if service == "secretsmanager":
             return {(f"secretsmanager:{op}", "secret:jwt")}
@@ -218,6 +218,13 @@ def test_every_call_is_granted(recorder):
             c.dispatcher.tick()
         _drain(rec, c)
         ws_event(ws.on_disconnect, "websocket_disconnect", "conn-1")
+        # The event stream: polling, a ticket, a connect with it, a resume with since.
+        call("GET", "/api/events?since=0&limit=5")
+        ticket = call("POST", "/api/events/ticket")
+        ws_event(ws.on_connect, "websocket_connect", "conn-2", queryStringParameters={"ticket": ticket.get("ticket")})
+        ws_event(ws.on_message, "websocket_message", "conn-2",
+                 body=json.dumps({"action": "subscribe", "agentIds": ["*"], "since": 1}))
+        ws_event(ws.on_disconnect, "websocket_disconnect", "conn-2")
 
     observed = rec.observed()
     assert set(observed) == set(FUNCTIONS), f"the scenario did not exercise every function: {sorted(observed)}"

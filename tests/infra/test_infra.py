@@ -477,6 +477,8 @@ def _symbol(resource, resources, own_log_group) -> str:
                 return f"index:{by_target[ref(variables['Table'])][len('table:'):]}:{text.rsplit('/', 1)[1]}"
         elif sub.endswith(":${WebsocketAPI}/api/POST/@connections/*"):
             return "ws:connections"
+        elif sub.endswith(":${WebsocketAPI}/api/DELETE/@connections/*"):
+            return "ws:close"
         elif ":lambda:${AWS::Region}:${AWS::AccountId}:function:agent-scheduler-agent-" in sub:
             return "lambda:agents"
     return f"?{json.dumps(resource)}"
@@ -522,6 +524,8 @@ def test_sensitive_grants_go_only_where_they_are_used(resources):
     assert holders("dynamodb:Scan", "table:sessions") == set()
     assert grants["websocket_connect"] == {
         ("dynamodb:PutItem", "table:connections"),
+        ("dynamodb:GetItem", "table:events"),  # a single-use ticket: read, then deleted
+        ("dynamodb:DeleteItem", "table:events"),
         ("secretsmanager:GetSecretValue", "secret:jwt"),
         ("logs:CreateLogStream", "logs:self"),
         ("logs:PutLogEvents", "logs:self"),
