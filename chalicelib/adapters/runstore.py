@@ -9,6 +9,7 @@ read-back ("was it me?") and never mistaken for a lost race.
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -133,8 +134,9 @@ class RunStore:
         took the slots: the caller re-plans).
         """
         todo = list(admits)
+        nonce = uuid.uuid4().hex  # this admitter's: its own retries reuse it, another admitter's differ
         while todo:
-            token = request_token("admit", now, shard.name, *[a.candidate.session_id for a in todo])
+            token = request_token("admit", nonce, now, shard.name, *[a.candidate.session_id for a in todo])
             tx = Tx(token)
             c = ControlModel
             n = len(todo)

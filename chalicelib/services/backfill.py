@@ -103,5 +103,5 @@ def submit_backfill(container, agent: Agent, fire_times: Sequence[float], priori
     if created:
         container.agents.add_active_runs(agent.tenant_id, agent.agent_id, len(created))
         container.dispatcher.admit_pending()
-        log.info("backfill", extra={"agent_id": agent.agent_id, "created": len(created)})
+        log.info("backfill", extra={"agent_id": agent.agent_id, "backfill_created": len(created)})
     return BackfillResult(created, len(fire_times) - len(created))

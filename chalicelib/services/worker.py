@@ -262,7 +262,14 @@ class Worker:
     # --- one message -----------------------------------------------------------------
     def handle(self, body: dict, remaining_ms: int | None = None) -> str:
         """Process one delivery; returns what happened. Raises only to get a redelivery."""
+        from chalicelib import observability
+
         d = Delivery.parse(body)
+        with observability.bind_run(tenant_id=d.tenant_id, agent_id=d.agent_id, session_id=d.session_id,
+                                    attempt=d.attempt, fire_time=d.eligible_at):
+            return self._handle(d, remaining_ms)
+
+    def _handle(self, d: Delivery, remaining_ms: int | None) -> str:
         now = self.c.clock.now().timestamp()
 
         if d.check_overlap:
