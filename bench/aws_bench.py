@@ -31,8 +31,8 @@ from bench import baseline as bl
 from bench import data
 from bench.counting import Recorder, Replayer, ReplayStop, RequestCounter, container_clients
 from chalicelib.adapters.provision import provision
-from chalicelib.adapters.tickstore import TickWriter
 from chalicelib.adapters.tables import AgentTenantModel
+from chalicelib.adapters.tickstore import TickWriter
 from chalicelib.clock import FixedClock
 from chalicelib.domain.ids import due_shard
 from chalicelib.services import dispatch

@@ -37,6 +37,7 @@ from chalicelib.services import worker as worker_mod
 from chalicelib.services.container import Container
 from chalicelib.settings import Settings
 
+
 class SteppingClock(FixedClock):
     """Time moves on by a millisecond at every reading, as real time does between requests: two
     admitters never read the same instant (which would give their transactions the same token)."""

@@ -105,7 +105,9 @@ def partition_limits(r: PathResult) -> list[Limit]:
     starting every run (the worst case: a single busy tenant)."""
     runs = max(1, r.runs)
     out: dict[str, Limit] = {}
-    for by_key, limit, kind in ((r.meter.wcu_by_key, PARTITION_WCU, "WRU"), (r.meter.rru_by_key, PARTITION_RCU, "RRU")):
+    sources: list[tuple[dict[str, float], float, str]] = [
+        (dict(r.meter.wcu_by_key), PARTITION_WCU, "WRU"), (dict(r.meter.rru_by_key), PARTITION_RCU, "RRU")]
+    for by_key, limit, kind in sources:
         grouped: dict[str, float] = {}
         for key, u in by_key.items():
             res = _resource(key)

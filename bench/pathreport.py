@@ -110,19 +110,18 @@ def sections(paths: dict, caps: list[int], cont: ContentionResult, tick_model, f
 
     L.append("## 9. Dollars per million runs\n")
     P = pathmodel.PRICES
-    L.append("AWS list prices, us-east-1, on-demand: DynamoDB $%.3f per million write request units and $%.3f per "
-             "million read request units; SQS $%.2f per million requests (a 64 KB chunk of payload is one request; "
-             "a SendMessageBatch of small messages is one); Lambda $%.2f per million requests and $%.10f per "
-             "GB-second on arm64; EventBridge Scheduler $%.2f per million invocations after the free tier. "
-             "Assumptions: the worker and the tick at %g GB (.chalice/config.json); the worker's bookkeeping time "
-             "is its own requests one after another at the latencies of section 3 (the agent's run is the same "
-             "with any scheduler and is left out, as is the Lambda invoked by EventBridge Scheduler beyond its "
-             "request); the tick's time is the section 3 model for the scenario's fires, spread over its runs; the "
-             "event source mapping is billed one ReceiveMessage and one DeleteMessage per run (batch size 1; its "
-             "empty long polls, about 5 pollers x 3 per minute, are a fixed monthly cost and left out); "
-             "WebSocket fan-out and storage are left out.\n"
-             % (P["dynamodb_write_per_m"], P["dynamodb_read_per_m"], P["sqs_per_m"], P["lambda_request_per_m"],
-                P["lambda_gb_s"], P["scheduler_per_m"], pathmodel.WORKER_GB))
+    L.append(f"AWS list prices, us-east-1, on-demand: DynamoDB ${P['dynamodb_write_per_m']:.3f} per million write "
+             f"request units and ${P['dynamodb_read_per_m']:.3f} per million read request units; SQS "
+             f"${P['sqs_per_m']:.2f} per million requests (a 64 KB chunk of payload is one request; a SendMessageBatch "
+             f"of small messages is one); Lambda ${P['lambda_request_per_m']:.2f} per million requests and "
+             f"${P['lambda_gb_s']:.10f} per GB-second on arm64; EventBridge Scheduler ${P['scheduler_per_m']:.2f} per "
+             f"million invocations after the free tier. Assumptions: the worker and the tick at "
+             f"{pathmodel.WORKER_GB:g} GB (.chalice/config.json); the worker's bookkeeping time is its own requests "
+             "one after another at the latencies of section 3 (the agent's run is the same with any scheduler and is "
+             "left out, as is the Lambda invoked by EventBridge Scheduler beyond its request); the tick's time is the "
+             "section 3 model for the scenario's fires, spread over its runs; the event source mapping is billed one "
+             "ReceiveMessage and one DeleteMessage per run (batch size 1; its empty long polls are a fixed monthly "
+             "cost and left out); WebSocket fan-out and storage are left out.\n")
     costs = [pathmodel.run_cost(paths[(big, m)], tick_model.seconds(paths[(big, m)].runs)) for m in ("idle", "backlog")]
     eb = pathmodel.scheduler_cost()
     hdr = ["line"] + [f"project, {c.label}" for c in costs] + [eb.label]

@@ -132,9 +132,9 @@ class PathMeter:
     def __init__(self) -> None:
         self.requests: Counter = Counter()  # (phase, op) -> API calls
         self.wcu: Counter = Counter()  # phase -> write units (base tables and indexes)
-        self.rru: Counter = Counter()  # phase -> read units
+        self.rru: dict[str, float] = defaultdict(float)  # phase -> read units
         self.wcu_by_key: Counter = Counter()  # "table|index pk" -> write units
-        self.rru_by_key: Counter = Counter()
+        self.rru_by_key: dict[str, float] = defaultdict(float)
         self.failures: Counter = Counter()  # (phase, op) -> conditional failures
         self.sqs_chunks: Counter = Counter()  # phase -> SQS billed requests (64 KB chunks)
         self._local = threading.local()
@@ -287,7 +287,7 @@ class PathMeter:
         for ix in info.indexes:
             name, h, r = ix[0], ix[1], ix[2]
 
-            def entry(img):
+            def entry(img, h=h, r=r, ix=ix):
                 if not img or h not in img or (r and r not in img):
                     return None
                 return (_pk(img[h]), json.dumps(img.get(r), sort_keys=True)), info.projected(img, ix)
