@@ -13,8 +13,13 @@ def _ops(counter, div: int) -> str:
     return ", ".join(f"{op} {fmt(k / div)}" for op, k in counter.most_common()) or "-"
 
 
-def _shared(limits: list[pathmodel.Limit]) -> list[pathmodel.Limit]:
-    return [x for x in limits if not x.resource.startswith(("agents table", "sessions table"))]
+def _shared(limits: list[pathmodel.Limit], tick_fires_per_minute: int | None = None) -> list[pathmodel.Limit]:
+    """The limits every run shares (not one tenant's or one agent's keys), the tick's included, lowest first."""
+    out = [x for x in limits if not x.resource.startswith(("agents table", "sessions table"))]
+    if tick_fires_per_minute is not None:
+        out.append(pathmodel.Limit("the tick: fires it creates (one tick a minute, section 3 model)", 1.0,
+                                   tick_fires_per_minute / 60, "fires"))
+    return sorted(out, key=lambda x: x.starts_per_s)
 
 
 def rows(paths: dict, caps: list[int], cont: ContentionResult, tick_model, base_per_run: float) -> list[list[str]]:
@@ -44,7 +49,7 @@ def rows(paths: dict, caps: list[int], cont: ContentionResult, tick_model, base_
         out.append(["9", f"dollars per million runs, {mode} (baseline column: EventBridge Scheduler invoking "
                     "a Lambda)", f"cap {big:,}", f"{c.total:.2f}", f"{eb:.2f}", ratio(c.total, eb), "-", "-"])
     for mode in ("idle", "backlog"):
-        lim = _shared(pathmodel.partition_limits(paths[(big, mode)]))
+        lim = _shared(pathmodel.partition_limits(paths[(big, mode)]), tick_model.capacity())
         if lim:
             out.append(["10", f"run starts per second at cap {big:,} (model), {mode}: bottleneck {lim[0].resource}",
                         "per-partition limits", fmt(lim[0].starts_per_s), "-", "-", "-", "-"])
@@ -108,6 +113,15 @@ def sections(paths: dict, caps: list[int], cont: ContentionResult, tick_model, f
                         f"{top[0][0]} ({fmt(top[0][1] / max(1, r.runs))})" if top else "-"])
     L.append(markdown_table(hdr, rws) + "\n")
 
+    for mode in ("idle", "backlog"):
+        r = paths[(big, mode)]
+        by: dict[str, float] = {}
+        for key, u in r.meter.wcu_by_key.items():
+            name = key.split(" ", 1)[0].replace("agent-scheduler-", "")
+            by[name] = by.get(name, 0.0) + u / max(1, r.runs)
+        L.append(f"Where the write units go at cap {big:,}, {mode} (WRU per run, by table or index): "
+                 + ", ".join(f"{k} {fmt(v)}" for k, v in sorted(by.items(), key=lambda kv: -kv[1])) + ".\n")
+
     L.append("## 9. Dollars per million runs\n")
     P = pathmodel.PRICES
     L.append(f"AWS list prices, us-east-1, on-demand: DynamoDB ${P['dynamodb_write_per_m']:.3f} per million write "
@@ -152,10 +166,11 @@ def sections(paths: dict, caps: list[int], cont: ContentionResult, tick_model, f
         L.append(f"*{mode}*:\n")
         L.append(markdown_table(["partition key", "units per start", "limit per second", "starts per second"],
                                 rws) + "\n")
-        shared = _shared(lim)
+        shared = _shared(lim, fires_per_tick_cap)
         if shared:
-            L.append(f"Bottleneck ({mode}, shared keys): **{shared[0].resource}**, {fmt(shared[0].starts_per_s)} "
-                     "starts per second.\n")
+            nxt = f"; next: {shared[1].resource}, {fmt(shared[1].starts_per_s)}" if len(shared) > 1 else ""
+            L.append(f"Bottleneck ({mode}, what all runs share): **{shared[0].resource}**, "
+                     f"{fmt(shared[0].starts_per_s)} starts per second{nxt}.\n")
 
     L.append("## 11. Contention\n")
     L.append(f"bench/contention.py: {cont.threads} threads share one container on moto (moto answers one request at a "
@@ -195,8 +210,17 @@ def observations(paths: dict, caps: list[int], cont: ContentionResult) -> list[s
     out.append("- Write units per run on the worker's side, cap " + " / ".join(f"{c:,}" for c in caps) + ": idle "
                + " / ".join(fmt(v) for v in vals["idle"]) + ", backlog " + " / ".join(fmt(v) for v in vals["backlog"])
                + " (the slot counters are items of at most 100 slots: a counter write costs the same at any cap).")
+    fin = sum(v for k, v in cont.failures.items() if not k.startswith("admission"))
     out.append(f"- Contention ({cont.threads} threads, cap {cont.cap}): {fmt(cont.retries_per_run)} optimistic retries "
-               f"per run, at most {cont.max_executing} runs executing at once; every run executed exactly once.")
+               f"per run ({fmt(fin / max(1, cont.succeeded))} per run on the worker's side, the rest admissions "
+               f"started by idle threads racing for the same waiting runs), at most {cont.max_executing} runs "
+               "executing at once; every run executed exactly once.")
+    st = {cap: paths[(cap, "idle")] for cap in caps}
+    out.append("- WebSocket `scheduler:status` after a tick that changed the counters: "
+               + ", ".join(f"{fmt(r.meter.total(['ws status']) / max(1, r.tenants_connected))} requests per connected "
+                           f"tenant at cap {cap:,}" for cap, r in st.items())
+               + " (each tenant's status reads the state, the slot counters and counts the holders of every slot "
+               "counter, the pending runs and the dead-letter list, then pushes).")
     return out
 
 

@@ -157,8 +157,8 @@ def measure_path(cap: int, mode: str, runs: int, *, ws: bool = True, log=print) 
             meter.wrap(c.agents, "get_cached", "agent read"),
             meter.wrap(c.runs, "finish", "finish"),
             meter.wrap(worker_mod, "_next_waiting", "hand-off"),
-            meter.wrap(c.dispatcher, "send_one", "hand-off"),
-            meter.wrap(c.runs, "set_waiting", "hand-off"),
+            meter.wrap(c.dispatcher, "send_one", "hand-off", unless=("tick",)),
+            meter.wrap(c.runs, "set_waiting", "hand-off", unless=("tick",)),
             meter.wrap(c.events, "publish", "ws events"),
         ]
         dispatch.cron_for.cache_clear()

@@ -162,13 +162,16 @@ class PathMeter:
         finally:
             st.pop()
 
-    def wrap(self, obj, attr: str, phase: str):
-        """Attribute the requests made inside ``obj.attr(...)`` to ``phase``; returns an undo."""
+    def wrap(self, obj, attr: str, phase: str, unless: tuple[str, ...] = ()):
+        """Attribute the requests made inside ``obj.attr(...)`` to ``phase`` (not when called inside one of
+        the phases ``unless``); returns an undo."""
         fn = getattr(obj, attr)
         in_dict = isinstance(obj, type) or attr in getattr(obj, "__dict__", {})
         meter = self
 
         def wrapped(*a, **k):
+            if meter._stack()[-1] in unless:
+                return fn(*a, **k)
             with meter.phase(phase):
                 return fn(*a, **k)
 
