@@ -75,6 +75,8 @@ test-scale: $(STAMP)
 	SCHEDULER_TEST_BULK_N=$(N) $(PY) -m pytest -q tests/functional/test_dispatch.py -k many_due
 
 # Cost and speed benchmarks (a few minutes; never part of `make test`): prints the table and writes
-# bench/RESULTS.md and bench/lateness.svg. The smoke test (tests/functional/test_bench_smoke.py) runs it on tiny sizes.
+# bench/RESULTS.md and bench/lateness.svg: requests and CPU per fire, the whole run path per run (requests,
+# write units at caps 5/100/1,000, dollars, modelled starts per second) and a 32-thread contention run.
+# The smoke test (tests/functional/test_bench_smoke.py) runs it on tiny sizes.
 bench: $(STAMP)
 	$(PY) -m bench

@@ -4,7 +4,7 @@ On moto, ``n`` due schedules are bulk-loaded (``batch_write``) into the
 project's agents table and, item for item, into the baseline's table. One
 project tick and one baseline tick run with their requests counted by botocore
 hooks and their raw responses recorded. The worker then handles a sample of
-the admitted runs (claim, finish, release, admission counted separately) and
+the admitted runs (claim, the agent's read, finish, hand-off counted separately) and
 the baseline worker the same number of runs; per-run figures are that sample's
 mean.
 
@@ -32,6 +32,7 @@ from bench import data
 from bench.counting import Recorder, Replayer, ReplayStop, RequestCounter, container_clients
 from chalicelib.adapters.provision import provision
 from chalicelib.adapters.tables import AgentTenantModel
+from chalicelib.adapters.tickstore import TickWriter
 from chalicelib.clock import FixedClock
 from chalicelib.domain.ids import due_shard
 from chalicelib.services import dispatch
@@ -40,7 +41,7 @@ from chalicelib.settings import Settings
 
 T0 = datetime(2026, 3, 2, 11, 59, 30, tzinfo=timezone.utc)  # the tick; every schedule is due at 12:00:00
 FIRE = T0.timestamp() + 30
-WORKER_PHASES = ("claim", "finish", "release", "admission")
+WORKER_PHASES = ("claim", "agent read", "finish", "hand-off")
 MAX_CAP = 1000  # SCHEDULER_MAX_CONCURRENT_AGENTS upper bound
 
 
@@ -157,14 +158,23 @@ def measure_on_moto(n: int, *, worker_sample: int = 20, cap: int | None = None, 
         sent = take(settings.work_queue_url, region)
         clock.advance(FIRE - T0.timestamp())
         w = c.worker
-        counter.wrap(w, "_record", "finish")
-        counter.wrap(c.control, "release", "release")
-        counter.wrap(c.dispatcher, "admit_pending", "admission")
+        from chalicelib.services import worker as worker_mod
+
+        next_waiting = worker_mod._next_waiting
+        counter.wrap(c.runs, "claim", "claim")
+        counter.wrap(c.agents, "get_cached", "agent read")
+        counter.wrap(c.runs, "finish", "finish")
+        counter.wrap(worker_mod, "_next_waiting", "hand-off")
+        counter.wrap(c.dispatcher, "send_one", "hand-off")
+        counter.wrap(c.runs, "set_waiting", "hand-off")
         results: Counter[str] = Counter()
         sample = sent[:worker_sample]
-        for msg in sample:
-            with counter.phase("claim"):
-                results[w.handle(msg)] += 1
+        try:
+            for msg in sample:
+                with counter.phase("worker"):
+                    results[w.handle(msg)] += 1
+        finally:
+            worker_mod._next_waiting = next_waiting
         if results.get("succeeded", 0) != len(sample):
             raise RuntimeError(f"worker sample did not succeed: {dict(results)}")
         worker = {p: counter.by_op([p]) for p in WORKER_PHASES}
@@ -272,12 +282,13 @@ class CpuResult:
 SECTIONS = (
     # (owner, attribute, label); owner is resolved at run time
     ("Dispatcher", "_read_due", "read due: Query + items -> Agent"),
-    ("Dispatcher", "_read_pending", "read pending: Query"),
     ("dispatch", "plan_fires", "plan fires (domain.schedule.plan_fires)"),
-    ("Dispatcher", "_plan_schedule", "build writes: Session + pynamodb items"),
-    ("Dispatcher", "_acquire", "admission: plan_admission + leases"),
-    ("dispatch", "commit_groups", "commit: TransactWriteItems (serialize)"),
+    ("Dispatcher", "_plan_schedule", "build plans: Session records"),
+    ("TickWriter", "commit", "commit: TransactWriteItems (items + serialize)"),
+    ("Dispatcher", "admit", "admission: slot counters, pending query, plan_admission, admit transactions"),
     ("Dispatcher", "_send", "send: SendMessageBatch"),
+    ("Dispatcher", "recover", "recovery sweep: expired leases"),
+    ("Dispatcher", "reconcile", "reconciler: counters against holders"),
 )
 
 
@@ -306,7 +317,7 @@ def _replay_project(settings: Settings, log_: list, repeats: int) -> tuple[float
     secs = _Sections()
     saved = []
     for owner_name, attr, label in SECTIONS:
-        owner = dispatch.Dispatcher if owner_name == "Dispatcher" else dispatch
+        owner = {"Dispatcher": dispatch.Dispatcher, "TickWriter": TickWriter}.get(owner_name, dispatch)
         fn = secs.wrap(owner, attr, label)
         if fn is not None:
             saved.append((owner, attr, fn))
@@ -400,7 +411,7 @@ def measure_planning(m: MotoResult, repeats: int) -> tuple[float, float]:
     (``plan_fires``, scheduled session ids, ``plan_admission``; cron cache warm, as in a
     warm tick) against the baseline's (croniter's next fire per item)."""
     from chalicelib.adapters.dynamo import agent_from_item
-    from chalicelib.domain.admission import Candidate, plan_admission
+    from chalicelib.domain.admission import Candidate, SlotShard, plan_admission, slot_limits
     from chalicelib.domain.ids import scheduled_session_id
 
     s = m.settings
@@ -428,8 +439,8 @@ def measure_planning(m: MotoResult, repeats: int) -> tuple[float, float]:
             for r in plan.runs:
                 cands.append(Candidate(scheduled_session_id(a.agent_id, r.fire_at), a.tenant_id, a.agent_id,
                                        spec.priority, r.scheduled_for, a.timeout_seconds))
-        plan_admission(cands, (), cap=s.max_concurrent_agents, now=now, lookahead=s.lookahead_seconds,
-                       lease_margin=s.lease_margin_seconds)
+        shards = [SlotShard(name, 0, limit) for name, limit in slot_limits(s.max_concurrent_agents)]
+        plan_admission(cands, shards, now=now, lookahead=s.lookahead_seconds, claim_grace=s.resend_grace_seconds)
         return time.process_time() - t
 
     def baseline() -> float:

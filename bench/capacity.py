@@ -47,9 +47,11 @@ class TickModel:
 
     cpu_per_fire_s: float
     item_bytes: float  # bytes of one due schedule in a Query page
-    shards: int
-    tx_items_per_fire: float = 2.0  # schedule update + new session
-    msgs_per_fire: float = 1.0  # every fire admitted (cap not binding): upper bound
+    shards: int  # due-index shards
+    cap: int = 1000  # at most this many runs are admitted (and sent) per tick
+    slot_shards: int = 10  # slot counters: one per 100 slots of the cap
+    pending_shards: int = 1
+    tx_items_per_fire: float = 2.0  # schedule advance + new session
 
     def pages(self, n: int) -> int:
         return max(self.shards, math.ceil(n * self.item_bytes / PAGE_BYTES))
@@ -60,11 +62,17 @@ class TickModel:
         n_each = math.ceil(n / fanout)
         shards = max(1, self.shards // fanout)
         pages = max(shards, math.ceil(n_each * self.item_bytes / PAGE_BYTES))
-        reads = latency_s("GetItem") * 2 + latency_s("UpdateItem") * 2  # state, capacity, leases, last tick
+        admitted = min(n_each, math.ceil(self.cap / fanout))
+        # fixed: state, last tick, slot counters (admission, reconciler), pending shard(s), and per slot
+        # shard the recovery sweep's and the reconciler's queries
+        reads = latency_s("GetItem") + latency_s("UpdateItem") + 2 * latency_s("BatchGetItem")
+        reads += math.ceil(self.pending_shards / query_parallel) * latency_s("Query")
+        reads += 2 * math.ceil(self.slot_shards / query_parallel) * latency_s("Query")
+        if n_each > admitted:  # runs left waiting: the hint is set on each counter
+            reads += math.ceil(self.slot_shards / io_parallel) * latency_s("UpdateItem")
         reads += math.ceil(pages / query_parallel) * latency_s("Query")  # due index
-        reads += math.ceil(shards / query_parallel) * latency_s("Query")  # pending index
-        tx = math.ceil(n_each * self.tx_items_per_fire / TRANSACTION_ITEMS)
-        batches = math.ceil(n_each * self.msgs_per_fire / SQS_BATCH)
+        tx = math.ceil(n_each * self.tx_items_per_fire / TRANSACTION_ITEMS) + math.ceil(admitted / (TRANSACTION_ITEMS - 1))
+        batches = math.ceil(admitted / SQS_BATCH)
         writes = (tx * latency_s("TransactWriteItems") + batches * latency_s("SendMessageBatch")) / io_parallel
         return reads + writes + n_each * self.cpu_per_fire_s
 

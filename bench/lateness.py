@@ -11,10 +11,13 @@ The project, with its own pure planners:
   TransactWriteItems per 50 fires, one SendMessageBatch per 10 runs; each
   admitted run is sent with ``DelaySeconds = floor(eligible - tick start)``;
 - SQS hands the message to a worker after the delay plus a delivery latency;
-  the worker reads the run and, if it is early by at most the worker's
-  ``EARLY_WAIT_SECONDS``, waits for the run's time;
-- when a run ends, its slot is released and the pending runs are admitted at
-  once (work-conserving), after the measured release + admission requests.
+  the worker, if the run is early by at most the worker's
+  ``EARLY_WAIT_SECONDS``, waits for the run's time, then claims it (one
+  UpdateItem that returns the run) and reads the agent;
+- when a run ends and runs wait, the finishing worker hands its slot to the first
+  waiting run (one pending Query, the finish transaction that admits it, one
+  SendMessageBatch); otherwise the finish releases the slot and the next
+  admission (a tick, or a finish that finds runs waiting) takes it.
 
 The baseline: the same ticks; it scans the table, then for each due fire (in
 the scan's order) does UpdateItem + SendMessage one after the other, with no
@@ -37,7 +40,7 @@ from typing import Any
 from bench import data
 from bench.capacity import latency_s
 from chalicelib.domain import admission as _admission
-from chalicelib.domain.admission import MAX_SQS_DELAY, Candidate, plan_admission
+from chalicelib.domain.admission import MAX_SQS_DELAY, Candidate, SlotShard, plan_admission
 from chalicelib.domain.ids import jitter_offset, stable_bucket
 from chalicelib.domain.schedule import plan_fires
 
@@ -64,7 +67,7 @@ def variant_label(delay_from_send: bool) -> str:
 
 LOOKAHEAD = 60.0
 TICK = 60.0
-LEASE_MARGIN = 60.0
+CLAIM_GRACE = 30.0  # SCHEDULER_RESEND_GRACE_SECONDS: an admitted run unclaimed this long is sent again
 DAY_START = datetime(2026, 3, 2, 0, 0, tzinfo=timezone.utc)  # a Monday
 TICK_LAG = (0.05, 1.0)  # EventBridge -> tick Lambda start, seconds (uniform)
 SQS_DELIVERY = (0.05, 0.3)  # delay expired -> worker has the message, seconds (uniform)
@@ -84,13 +87,13 @@ class Costs:
     """Request-path latencies in seconds, from the measured request mixes (figure 1)."""
 
     cpu_per_fire: float = 0.0005
-    tick_pre: float = 0.0  # state, due queries, pending queries, capacity, lease write
+    tick_pre: float = 0.0  # state, due queries, slot counters, pending queries
     shards: int = 8
-    claim_reads: float = 2 * latency_s("GetItem")
-    claim_write: float = latency_s("PutItem")
-    finish: float = latency_s("PutItem") + latency_s("UpdateItem")
-    release: float = latency_s("GetItem") + latency_s("UpdateItem")
-    admission: float = 0.0
+    claim: float = latency_s("UpdateItem")  # the claim: one UpdateItem that returns the run
+    agent_read: float = latency_s("GetItem")  # the agent, when this worker has not cached it
+    finish: float = latency_s("TransactWriteItems")  # the end of the attempt: one transaction
+    handoff_query: float = latency_s("Query")  # the first waiting run, when the hint says runs wait
+    send: float = latency_s("SendMessageBatch")
     base_cpu_per_fire: float = 0.001
     base_scan: float = 0.0
     base_claim: float = latency_s("PutItem")
@@ -98,11 +101,8 @@ class Costs:
 
     def __post_init__(self) -> None:
         if not self.tick_pre:
-            self.tick_pre = (2 * latency_s("GetItem") + latency_s("UpdateItem")
-                             + 2 * self.shards * latency_s("Query"))
-        if not self.admission:
-            self.admission = (2 * latency_s("GetItem") + self.shards * latency_s("Query") + latency_s("UpdateItem")
-                              + latency_s("TransactWriteItems") + latency_s("SendMessageBatch"))
+            self.tick_pre = (latency_s("GetItem") + latency_s("BatchGetItem")
+                             + self.shards * latency_s("Query") + latency_s("Query"))
 
 
 @dataclass
@@ -162,7 +162,7 @@ def simulate_project(scheds: list[data.Sched], sc: Scenario, costs: Costs, hours
         next_run[s.index] = t
         heapq.heappush(due, (t + jitter_offset(s.agent_id, t, s.spec.jitter_seconds), s.index))
     pending: list[tuple[tuple, Candidate]] = []
-    live: dict = {}  # session id -> Lease
+    live: set[str] = set()  # runs holding a slot (admitted, running): the sessions are the leases
     info: dict[str, tuple[data.Sched, float]] = {}  # session id -> (schedule, fire time)
     events: list[tuple[float, int, str, Any]] = []
     seq = 0
@@ -175,18 +175,20 @@ def simulate_project(scheds: list[data.Sched], sc: Scenario, costs: Costs, hours
     for t in ticks:
         push(t, "tick", None)
 
-    def admit(now: float, send_at: float) -> set:
+    def admit(now: float, send_at: float, limit: int | None = None) -> set:
         free = sc.cap - len(live)
+        if limit is not None:
+            free = min(free, limit)
         if free <= 0 or not pending:
             return set()
         take = [heapq.heappop(pending)[1] for _ in range(min(free, len(pending)))]
-        plan = plan_admission(take, live.values(), cap=sc.cap, now=now, lookahead=LOOKAHEAD,
-                              lease_margin=LEASE_MARGIN)
+        plan = plan_admission(take, [SlotShard("s000", sc.cap - free, sc.cap)], now=now, lookahead=LOOKAHEAD,
+                              claim_grace=CLAIM_GRACE)
         for c in plan.waiting:
             heapq.heappush(pending, (c.order_key, c))
         for j, a in enumerate(plan.admit):
-            live[a.candidate.session_id] = a.lease
-            sent = send_at + (j // 10 + 1) * latency_s("SendMessageBatch")
+            live.add(a.candidate.session_id)
+            sent = send_at + (j // 10 + 1) * costs.send
             delay = a.delay_seconds
             if delay_from_send:
                 delay = min(MAX_SQS_DELAY, max(0, math.floor(a.candidate.eligible_at - sent) - START_SLACK))
@@ -225,19 +227,18 @@ def simulate_project(scheds: list[data.Sched], sc: Scenario, costs: Costs, hours
             res.waited += sum(1 for sid in new_ids if sid not in got)
         elif kind == "deliver":
             c = payload  # a Candidate
-            at = t + costs.claim_reads
-            early = c.eligible_at - at
-            begin = c.eligible_at if 0 < early <= WORKER_EARLY_WAIT else at
-            begin += costs.claim_write
+            early = c.eligible_at - t
+            begin = c.eligible_at if 0 < early <= WORKER_EARLY_WAIT else t
+            begin += costs.claim + costs.agent_read
             s, fire = info.pop(c.session_id)
             res.lateness.append(begin - c.eligible_at)
             res.priorities.append(c.priority.value)
             dur = data.run_duration(s.agent_id, fire, sc.median_s, sc.sigma, sc.max_s)
-            push(begin + dur + costs.finish + costs.release, "release", c.session_id)
-        elif kind == "release":
-            live.pop(payload, None)
-            if pending:
-                admit(t, t + costs.admission - latency_s("SendMessageBatch"))
+            push(begin + dur, "end", c.session_id)
+        elif kind == "end":
+            live.discard(payload)
+            if pending:  # the finish hands the slot to the first waiting run, in the same transaction
+                admit(t + costs.handoff_query, t + costs.handoff_query + costs.finish, limit=1)
     return res
 
 

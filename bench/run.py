@@ -54,6 +54,11 @@ def parse_args(argv):
     p.add_argument("--sim-hours", type=float, default=None, help="simulated hours (default 24)")
     p.add_argument("--cron-fires", type=int, default=None, help="successive fires per cron case (default 200)")
     p.add_argument("--repeats", type=int, default=None, help="timed replays per CPU figure (default 2)")
+    p.add_argument("--caps", default=None, help="caps of the whole-path figures (default 5,100,1000)")
+    p.add_argument("--path-runs", type=int, default=None, help="runs per whole-path scenario (default 100)")
+    p.add_argument("--threads", type=int, default=32, help="threads of the contention figure (default 32)")
+    p.add_argument("--contention-cap", type=int, default=None, help="cap of the contention figure (default 4)")
+    p.add_argument("--contention-runs", type=int, default=None, help="runs of the contention figure (default 100)")
     p.add_argument("--out", default=str(HERE), help="where RESULTS.md and lateness.svg go")
     a = p.parse_args(argv)
     quick = a.quick
@@ -63,6 +68,10 @@ def parse_args(argv):
     a.sim_hours = a.sim_hours or (1.0 if quick else 24.0)
     a.cron_fires = a.cron_fires or (10 if quick else 200)
     a.repeats = a.repeats or (1 if quick else 2)
+    a.caps = [int(x) for x in (a.caps or "5,100,1000").split(",") if x.strip()]
+    a.path_runs = a.path_runs or (8 if quick else 100)
+    a.contention_cap = a.contention_cap or (2 if quick else 4)
+    a.contention_runs = a.contention_runs or (6 if quick else 100)
     return a
 
 
@@ -105,11 +114,28 @@ def _run(args) -> int:
     log(f"CPU by package (cProfile, one replay at {prof_n})")
     packages = profile_by_package(motos[prof_n].settings, motos[prof_n].tick_log)
 
+    # --- 7-11: the whole run path, contention ---------------------------------------------------------
+    from bench import pathreport
+    from bench.contention import measure_contention
+    from bench.runpath import measure_path
+
+    paths = {}
+    for cap in args.caps:
+        for mode in ("idle", "backlog"):
+            log(f"figures 7-10: {mode} at cap {cap:,}, {args.path_runs} runs")
+            paths[(cap, mode)] = measure_path(cap, mode, args.path_runs, log=lambda x: log(x.strip()))
+    log(f"figure 11: contention, {args.threads} threads, cap {args.contention_cap}, {args.contention_runs} runs")
+    cont = measure_contention(args.threads, args.contention_cap, args.contention_runs, log=lambda x: log(x.strip()))
+
     # --- 3: capacity model ---------------------------------------------------------------------------
+    from chalicelib.domain.admission import slot_limits
+
     item_bytes = m.query_bytes / max(1, m.query_items)
     base_item_bytes = m.scan_bytes / max(1, m.n)
     shards = m.settings.due_shards
-    tick_model = capacity.TickModel(cpu_per_fire_s=cpu.warm_s / max(1, cpu.fires), item_bytes=item_bytes, shards=shards)
+    tick_model = capacity.TickModel(cpu_per_fire_s=cpu.warm_s / max(1, cpu.fires), item_bytes=item_bytes, shards=shards,
+                                    cap=m.cap, slot_shards=len(slot_limits(m.cap)),
+                                    pending_shards=m.settings.pending_shards)
     base_model = capacity.BaselineModel(cpu_per_fire_s=cpu.base_s / max(1, cpu.base_fires), item_bytes=base_item_bytes,
                                         table_items=big)
     cap_rows = capacity.capacity_rows(tick_model, base_model, shards)
@@ -124,11 +150,11 @@ def _run(args) -> int:
     costs = lateness.Costs(
         cpu_per_fire=cpu.warm_s / max(1, cpu.fires),
         shards=shards,
-        claim_reads=per_run("claim", {"GetItem", "Query", "BatchGetItem"}),
-        claim_write=per_run("claim", {"PutItem", "UpdateItem"}),
-        finish=per_run("finish"),
-        release=per_run("release"),
-        admission=max(per_run("admission"), latency_s("GetItem")),
+        claim=per_run("claim"),
+        agent_read=per_run("agent read"),
+        finish=max(per_run("finish"), latency_s("TransactWriteItems")),
+        handoff_query=latency_s("Query"),
+        send=latency_s("SendMessageBatch"),
         base_cpu_per_fire=cpu.base_s / max(1, cpu.base_fires),
         base_scan=max(1, math.ceil(args.sim_schedules * base_item_bytes / capacity.PAGE_BYTES)) * latency_s("Scan"),
     )
@@ -202,11 +228,15 @@ def _run(args) -> int:
                      fmt(ours.per_second), fmt(other.per_second), ratio(ours.per_second, other.per_second), "-", "-"])
     rows.append(["6", "tick memory, tracemalloc peak, MB", f"{big:,} due (baseline: its first scan page)", fmt(cpu.peak_bytes / 1e6),
                  fmt(cpu.base_peak_bytes / 1e6), ratio(cpu.peak_bytes, cpu.base_peak_bytes), "-", "-"])
+    base_path = m.base_tick_per_fire() + m.base_worker_per_run()
+    rows += pathreport.rows(paths, args.caps, cont, tick_model, base_path)
     header = ["#", "figure", "data", "project", "baseline", "project ÷ baseline", "target", "met"]
 
     elapsed = time.perf_counter() - t_start
+    extra = pathreport.sections(paths, args.caps, cont, tick_model, tick_model.capacity())
+    notes = pathreport.observations(paths, args.caps, cont)
     md = _markdown(args, machine, header, rows, motos, cpus, packages, cap_rows, tick_model, base_model, item_bytes,
-                   base_item_bytes, costs, scenarios, sims, rates, elapsed)
+                   base_item_bytes, costs, scenarios, sims, rates, elapsed, extra, notes)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "RESULTS.md").write_text(md, encoding="utf-8")
@@ -234,7 +264,7 @@ def _met(ok: bool) -> str:
 
 
 def _markdown(args, machine, header, rows, motos, cpus, packages, cap_rows, tick_model, base_model, item_bytes,
-              base_item_bytes, costs, scenarios, sims, rates, elapsed) -> str:
+              base_item_bytes, costs, scenarios, sims, rates, elapsed, extra="", notes=()) -> str:
     from bench import capacity, data, lateness, report
     from bench.aws_bench import WORKER_PHASES
 
@@ -267,14 +297,15 @@ def _markdown(args, machine, header, rows, motos, cpus, packages, cap_rows, tick
     L.append("## Results\n")
     L.append(report.markdown_table(header, rows) + "\n")
     L.append("![start lateness](lateness.svg)\n")
-    L.append(_observations(motos, cpus, sims, scenarios, big))
+    L.append(_observations(motos, cpus, sims, scenarios, big, notes))
 
     L.append("## 1. Requests per fire, by operation\n")
     L.append("Counted with botocore `before-send` hooks (one per HTTP request, retries included) on pynamodb's "
              "clients (one per model connection) and the boto3 clients; `before-call` counted the same API calls "
              "(no retries on moto). The worker ran on a sample of the admitted runs; its figures are per-run means "
-             "over that sample, extrapolated to every run. The SQS receive/delete of the Lambda event source "
-             "mapping is AWS's and not counted for either system.\n")
+             "over that sample, extrapolated to every run (at 10,000 due the cap binds: the sample's runs hand "
+             "their slots to waiting runs). The SQS receive/delete of the Lambda event source mapping is AWS's "
+             "and not counted for either system. The whole path per run, idle and under backlog, is section 7.\n")
     hdr = ["size", "path", "requests", "by operation", "KB sent / received"]
     rws = []
     for n in args.sizes:
@@ -325,11 +356,15 @@ def _markdown(args, machine, header, rows, motos, cpus, packages, cap_rows, tick
     lat = ", ".join(f"{op} {ms:g} ms" for op, ms in capacity.LATENCY_MS.items())
     L.append(f"Assumed latency per request (same region, p50): {lat}; a Query/Scan page holds at most 1 MB "
              f"({fmt(item_bytes)} bytes per due item measured, {fmt(base_item_bytes)} per baseline item). "
-             f"Tick time(n) = reads (state, capacity, lease write, due pages, {tick_model.shards} pending queries) "
+             f"Tick time(n) = fixed requests (state, last tick, slot counters read twice, "
+             f"{tick_model.pending_shards} pending quer{'y' if tick_model.pending_shards == 1 else 'ies'}, and per "
+             f"slot counter ({tick_model.slot_shards}) the recovery sweep's and the reconciler's queries, plus the "
+             "waiting hints when runs are left waiting) + due pages "
              f"+ n x CPU per fire ({fmt(tick_model.cpu_per_fire_s * 1e6)} µs measured) + n x 2 / 100 "
-             "TransactWriteItems + n / 10 SendMessageBatch (every fire admitted: an upper bound; at most "
-             "`max_concurrent_agents` <= 1,000 are admitted per tick, and the slot-lease map lives in one "
-             "item under DynamoDB's 400 KB limit). Baseline time(n) = scan pages + n x (UpdateItem + "
+             "TransactWriteItems + the admission of min(n, cap) runs (one transaction per 99 runs and one "
+             f"SendMessageBatch per 10; cap {tick_model.cap:,}; the slot counters are small items of at most 100 "
+             "slots each, whatever the cap). "
+             "Baseline time(n) = scan pages + n x (UpdateItem + "
              f"SendMessage + {fmt(base_model.cpu_per_fire_s * 1e6)} µs CPU). Capacity = largest n inside 60 s.\n")
     L.append(report.markdown_table(["variant", "project", "baseline"],
                                    [[a, fmt(b), fmt(c)] for a, b, c in cap_rows]) + "\n")
@@ -341,13 +376,14 @@ def _markdown(args, machine, header, rows, motos, cpus, packages, cap_rows, tick
              f"worker {lateness.SQS_DELIVERY[0]:g}-{lateness.SQS_DELIVERY[1]:g} s after its delay; run durations "
              "lognormal (median 5 s), the same per fire for both. Request latencies as in 3, request mixes as "
              "measured in 1: "
-             f"tick reads {costs.tick_pre * 1e3:.0f} ms + {costs.cpu_per_fire * 1e6:.0f} µs CPU per fire, worker "
-             f"reads before start {costs.claim_reads * 1e3:.0f} ms, claim write {costs.claim_write * 1e3:.0f} ms, "
-             f"finish {costs.finish * 1e3:.0f} ms, release {costs.release * 1e3:.0f} ms, admission after a run "
-             f"{costs.admission * 1e3:.0f} ms; baseline scan {costs.base_scan * 1e3:.0f} ms and "
+             f"tick reads {costs.tick_pre * 1e3:.0f} ms + {costs.cpu_per_fire * 1e6:.0f} µs CPU per fire, claim "
+             f"{costs.claim * 1e3:.0f} ms and agent read {costs.agent_read * 1e3:.0f} ms before the start, finish "
+             f"{costs.finish * 1e3:.0f} ms; when runs wait, the finishing worker looks for the first one "
+             f"({costs.handoff_query * 1e3:.0f} ms), hands it the slot in the finish transaction and sends it "
+             f"({costs.send * 1e3:.0f} ms); baseline scan {costs.base_scan * 1e3:.0f} ms and "
              f"{(latency_ms('UpdateItem') + latency_ms('SendMessage')):.0f} ms + "
              f"{costs.base_cpu_per_fire * 1e6:.0f} µs per fire. Start = when the agent's code starts (after the "
-             "claim write); lateness = start - scheduled time (fire + jitter). The code as it is computes "
+             "claim and the agent's read); lateness = start - scheduled time (fire + jitter). The code as it is computes "
              f"DelaySeconds {'when each batch is sent' if lateness.code_delays_at_send() else 'from the tick start'}; "
              "the other way is simulated as a variant for comparison.\n")
     hdr = ["scenario", "system", "runs", "p50 s", "p99 s", "max s", "> 1 s late", "waited for a slot",
@@ -370,19 +406,17 @@ def _markdown(args, machine, header, rows, motos, cpus, packages, cap_rows, tick
            for r in rates]
     L.append(report.markdown_table(["library", "computations", "per second", "agree with the project"], rws) + "\n")
     L.append("Expressions: " + ", ".join(f"`{e}`" for e in data.CRON_LIBRARY_CASES) + "\n")
+    L.append(extra)
     return "\n".join(L)
 
 
-def _observations(motos, cpus, sims, scenarios, big) -> str:
+def _observations(motos, cpus, sims, scenarios, big, notes=()) -> str:
     """What the numbers say, computed from them (no hand-written figures)."""
     from bench import lateness
     from bench.report import fmt
 
     m, c = motos[big], cpus[big]
     k = max(1, m.worker_runs)
-    adm = m.worker["admission"]
-    adm_out, adm_in = m.worker_bytes.get("admission", (0, 0))
-    rel_out, rel_in = m.worker_bytes.get("release", (0, 0))
     top = sorted(c.sections.items(), key=lambda kv: -kv[1])[:3]
     free = scenarios[0].name
     p = lateness.summarize(sims[(free, "project")])
@@ -391,28 +425,19 @@ def _observations(motos, cpus, sims, scenarios, big) -> str:
     out.append(f"- Tick path at {big:,}: {fmt(m.tick_per_fire())} requests per fire "
                f"({m.tick.get('TransactWriteItems', 0):,} TransactWriteItems, "
                f"{m.tick.get('SendMessageBatch', 0):,} SendMessageBatch, {m.tick.get('Query', 0)} Query).")
-    rel_kb_in = rel_in / k / 1e3
-    out.append(f"- Worker path at {big:,}: {fmt(m.worker_per_run())} requests per run, "
-               f"{fmt(m.worker_per_run('admission'))} of them the admission after the run "
-               f"({', '.join(f'{op} {n / k:g}' for op, n in adm.most_common())}), which sent "
-               f"{adm_out / k / 1e3:,.1f} KB and received {adm_in / k / 1e3:,.0f} KB per run; releasing the slot "
-               f"({', '.join(f'{op} {n / k:g}' for op, n in m.worker['release'].most_common())}) sent "
-               f"{rel_out / k / 1e3:,.1f} KB and received {rel_kb_in:,.0f} KB. The slot leases of all "
-               f"{m.cap:,} slots live in one item; DynamoDB bills a write by the whole item's size (1 WCU per KB), "
-               "so every lease change costs about that item's size in WCU, however little it changes.")
+    out.append(f"- Worker path at {big:,} due (cap {m.cap:,}, runs waiting): {fmt(m.worker_per_run())} requests per "
+               "run: " + "; ".join(f"{ph} " + ", ".join(f"{op} {n / k:g}" for op, n in m.worker[ph].most_common())
+                                   for ph in m.worker if m.worker[ph]) + ".")
+    out += list(notes)
     out.append(f"- Tick CPU at {big:,}: {fmt(c.per_fire_us)} µs per fire in all, {fmt(c.plan_per_fire_us)} µs of it "
                "planning; most of it: " + "; ".join(f"{name} {fmt(t / max(1, c.fires) * 1e6)} µs" for name, t in top)
                + ".")
     other = lateness.variant_label(not lateness.code_delays_at_send())
     line = (f"- Lateness, {free}: p99 {fmt(p['p99'])} s as the code is (p99 LOW {fmt(p['by_priority_p99']['LOW'])} s); "
             f"{fmt(v['p99'])} s with {other} (p99 LOW {fmt(v['by_priority_p99']['LOW'])} s)")
-    if not lateness.code_delays_at_send() and v["p99"] < 0.8 * p["p99"]:
-        line += (": DelaySeconds counts from the tick's start, so the runs sent last in a long tick (the lowest "
-                 "priorities: admission order) start late by the time the tick took before sending")
     sat = lateness.summarize(sims[(scenarios[1].name, "project")])
-    line += (f". Saturated (cap {scenarios[1].cap}): {sat['waited']:,} of {sat['runs']:,} runs waited for a slot; a slot "
-             "is leased from admission, up to the lookahead before the run starts, so queued runs count against the "
-             "cap too")
+    line += (f". Saturated (cap {scenarios[1].cap}): {sat['waited']:,} of {sat['runs']:,} runs waited for a slot; a run "
+             "holds its slot from admission (up to the lookahead before it starts) to the end of its attempt")
     out.append(line + ".\n")
     return "\n".join(out)
 
