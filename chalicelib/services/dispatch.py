@@ -79,7 +79,6 @@ class Dispatcher:
     def __init__(self, container) -> None:
         self.c = container
         self.s = container.settings
-        self._last_status: tuple | None = None
 
     def _backoff(self) -> Backoff:
         import random
@@ -443,13 +442,9 @@ class Dispatcher:
         }
 
     def _publish_status(self) -> None:
-        """``scheduler:status`` to connected clients, only when the counters changed."""
+        """``scheduler:status`` to connected clients after each tick (the contract's heartbeat:
+        clients see the tick go on, and gone connections are found and removed)."""
         try:
-            shards = self.c.runs.slots(self.s.max_concurrent_agents)
-            key = tuple((s.used, s.waiting) for s in shards)
-            if key == self._last_status:
-                return
-            self._last_status = key
             self.c.events.publish_status(lambda tenant: self.status(tenant, admin=False))
         except SchedulerError:
             log.exception("status publish failed")
@@ -461,7 +456,6 @@ class Dispatcher:
             return
         pauses = add_period_start(state.pauses, now) if paused else close_period(state.pauses, now)
         self.c.control.set_paused(paused, pauses)
-        self._last_status = None
         if not paused:
             self.admit_pending()
 
