@@ -513,7 +513,7 @@ def test_sensitive_grants_go_only_where_they_are_used(resources):
         return {fn for fn, g in grants.items() if any(a == action and (resource in (None, r)) for a, r in g)}
 
     assert holders("secretsmanager:GetSecretValue") == {"api_handler", "websocket_connect"}  # not tick, worker
-    assert holders("sns:Publish") == {"worker"}
+    assert holders("sns:Publish") == {"worker", "tick"}  # the tick ends abandoned attempts too (a dead run alerts)
     assert holders("lambda:InvokeFunction") == {"worker"}
     assert holders("sqs:ReceiveMessage", "queue:work") == {"worker"}
     assert holders("sqs:ReceiveMessage", "queue:dlq") == {"api_handler"}
