@@ -363,6 +363,28 @@ class RunStore:
         current = self.get(s.agent_id, s.session_id)
         return current is not None and current.tx == token
 
+    def redrive(self, dead: Session, fresh: Session) -> bool:
+        """One transaction: the dead run stays DEAD, gains ``redriven_to`` and leaves the DLQ list;
+        the new REDRIVE run is created waiting for a slot; the agent counts one more active run."""
+        from chalicelib.adapters.dynamo import session_to_item
+
+        token = request_token("redrive", dead.session_id, fresh.session_id)
+        m = SessionModel
+        tx = Tx(token)
+        tx.update("dead", m(dead.agent_id, dead.session_id),
+                  [m.redriven_to.set(fresh.session_id), m.dlq_tenant.remove(), m.tx.set(token)],
+                  (m.status == SessionStatus.DEAD.value) & m.redriven_to.does_not_exist())
+        item = session_to_item(fresh.with_(tx=token), shards=self.pending_shards,
+                               expires_at=fresh.queued_at + self.retention)
+        tx.save("fresh", item, m.session_id.does_not_exist())
+        a = AgentTenantModel
+        tx.update("agent", a(dead.tenant_id, dead.agent_id), [a.active_runs.add(1)], a.agent_id.exists())
+        res = tx.commit("redrive")
+        if res.ok:
+            return True
+        current = self.get(dead.agent_id, dead.session_id)
+        return current is not None and current.tx == token
+
     def request_cancel(self, s: Session) -> bool:
         """A RUNNING run: flag it; its worker stops it and the flag forbids a retry."""
         m = SessionModel

@@ -133,6 +133,8 @@ class SessionModel(Model):
     claim = UnicodeAttribute(null=True)  # token of the attempt that owns the run
     tx = UnicodeAttribute(null=True)  # token of the last transaction that wrote the session
     check_overlap = BooleanAttribute(null=True)
+    redriven_from = UnicodeAttribute(null=True)
+    redriven_to = UnicodeAttribute(null=True)
     cancel_requested = BooleanAttribute(null=True)
     pending_shard = UnicodeAttribute(null=True)
     pending_rank = UnicodeAttribute(null=True)

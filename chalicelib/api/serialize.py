@@ -77,6 +77,8 @@ def session_json(s: Session) -> dict:
         "durationMs": s.duration_ms,
         "attempt": s.attempt,
         "maxAttempts": s.max_attempts,
+        "redrivenFrom": s.redriven_from,
+        "redrivenTo": s.redriven_to,
         "error": s.error,
         "output": s.output,
         "input": s.input,

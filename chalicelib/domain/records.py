@@ -65,6 +65,8 @@ class Session:
     cancel_requested: bool = False
     failed_at: float | None = None
     in_dlq: bool = False
+    redriven_from: str | None = None  # a REDRIVE run: the dead session it re-runs
+    redriven_to: str | None = None  # a dead session that was redriven: the new run
 
     def with_(self, **changes: Any) -> "Session":
         return replace(self, **changes)

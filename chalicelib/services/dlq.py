@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import logging
 
+from chalicelib.domain.ids import manual_session_id
 from chalicelib.domain.model import SessionStatus, Trigger
-from chalicelib.domain.records import STAGE_PENDING
-from chalicelib.errors import ConditionFailed
+from chalicelib.domain.records import STAGE_PENDING, Session
 
 log = logging.getLogger("agent_scheduler.dlq")
 MAX_RECEIVE_ROUNDS = 50
@@ -40,17 +40,14 @@ def redrive(container, tenant_id: str | None, session_ids=None) -> int:
             continue
         if c.agents.get(s.tenant_id, s.agent_id) is None:
             continue  # its agent was deleted: nothing to run it with
-        fresh = s.with_(
-            status=SessionStatus.QUEUED, trigger=Trigger.REDRIVE, attempt=0, error=None, output=None,
-            started_at=None, finished_at=None, duration_ms=None, next_attempt_at=None,
-            scheduled_for=now, queued_at=now, stage=STAGE_PENDING, in_dlq=False, failed_at=None,
-            run_lease_until=None, cancel_requested=False,
+        fresh = Session(
+            agent_id=s.agent_id, session_id=manual_session_id(now), tenant_id=s.tenant_id,
+            status=SessionStatus.QUEUED, trigger=Trigger.REDRIVE, priority=s.priority,
+            scheduled_for=now, queued_at=now, max_attempts=s.max_attempts, timeout_seconds=s.timeout_seconds,
+            input=s.input, stage=STAGE_PENDING, redriven_from=s.session_id,
         )
-        try:
-            c.sessions.save(fresh, expect_status=[SessionStatus.DEAD], expect_attempt=s.attempt)
-        except ConditionFailed:
+        if not c.runs.redrive(s, fresh):
             continue  # redriven by someone else meanwhile
-        c.agents.add_active_runs(s.tenant_id, s.agent_id, 1)
         done.add(s.session_id)
     _drain_messages(c, done)
     if done:

@@ -97,11 +97,15 @@ def test_always_failing_run_dies_into_the_dlq_alerts_once_and_redrives(api, syst
     r = api.post("/api/dlq/redrive", {"sessionIds": [sids[0]]})
     assert r.status_code == 202 and r.json == {"redriven": 1}
     assert len(peek(system, system.settings.dlq_url)) == 2
-    s = session(api, aid, sids[0])
+    dead = session(api, aid, sids[0])  # history kept: the dead run stays, pointing at its redrive
+    assert dead["status"] == "DEAD" and dead["error"]["category"] == "AGENT_ERROR" and dead["redrivenTo"]
+    s = session(api, aid, dead["redrivenTo"])
     assert s["status"] == "QUEUED" and s["trigger"] == "REDRIVE" and s["attempt"] == 0
+    assert s["redrivenFrom"] == sids[0]
+    assert len(api.get("/api/dlq").json["items"]) == 2, "the redriven run leaves the DLQ list"
     assert work(system, take(system)) == ["AGENT_ERROR"]
-    assert session(api, aid, sids[0])["attempt"] == 1
-    assert len(api.get("/api/dlq").json["items"]) == 2
+    assert session(api, aid, dead["redrivenTo"])["attempt"] == 1
+    assert api.post("/api/dlq/redrive", {"sessionIds": [sids[0]]}).json == {"redriven": 0}
 
 
 def test_other_tenants_cannot_see_or_redrive_my_dead_runs(api, other_api, admin_api, system, clock):
