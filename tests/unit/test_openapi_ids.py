@@ -83,7 +83,7 @@ def test_shared_shapes_are_components_referenced_by_the_routes_and_nothing_is_co
     assert refs(schemas["Agent"]["properties"]["schedule"]) == ["#/components/schemas/Schedule"]
     assert "#/components/schemas/Page" in refs(schemas["AgentPage"])
     assert refs(schemas["AgentPage"]).count("#/components/schemas/Agent") == 1
-    for method, path, op in operations(doc):
+    for _method, _path, op in operations(doc):
         if op["responses"].get("401"):
             assert refs(op["responses"]["401"]) == ["#/components/schemas/Error"]
 
