@@ -12,6 +12,7 @@ from chalice import Chalice, CORSConfig, Response
 from chalicelib import observability, settings
 from chalicelib.api import auth, gateway
 from chalicelib.api.openapi import openapi_document
+from chalicelib.api.routing_errors import add_method_not_allowed
 from chalicelib.api.validation import no_unknown_query, parse_json_body, query_int, query_str
 from chalicelib.errors import SchedulerError
 from chalicelib.services import wiring
@@ -342,3 +343,7 @@ def dashboard():
 
     body, headers = render(websocket_url(container().settings.ws_endpoint))
     return Response(body=body, status_code=200, headers=headers)
+
+
+# Last, once every route is registered: a wrong method on a known path answers our 405 with Allow.
+add_method_not_allowed(app)

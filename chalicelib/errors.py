@@ -57,9 +57,19 @@ class NotFound(SchedulerError):
     code = "NOT_FOUND"
 
 
+class MethodNotAllowed(SchedulerError):
+    status_code = 405
+    code = "METHOD_NOT_ALLOWED"
+
+
 class Conflict(SchedulerError):
     status_code = 409
     code = "CONFLICT"
+
+
+class PayloadTooLarge(SchedulerError):
+    status_code = 413
+    code = "PAYLOAD_TOO_LARGE"
 
 
 # --- configuration -------------------------------------------------------

@@ -14,16 +14,52 @@ import threading
 
 from chalice.config import Config
 from chalice.local import LocalGateway, LocalGatewayException
+from chalice.test import Client, TestHTTPClient
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from chalicelib.api.routing_errors import not_found_json
+from chalicelib.errors import PayloadTooLarge
 
 log = logging.getLogger("local.rest")
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
+
+
+class RouteNotFound(LocalGatewayException):
+    """No route matches the path: the JSON 404 the deployed stack's Gateway Responses send."""
+
+    CODE = 404
+
+    def __init__(self) -> None:
+        super().__init__({"Content-Type": "application/json"}, not_found_json())
+
+
+class JsonLocalGateway(LocalGateway):
+    """Chalice's LocalGateway, but an unknown path answers our JSON 404 instead of API Gateway's
+    bare 403, which quotes the request's Authorization header back."""
+
+    def _generate_lambda_event(self, method, path, headers, body):
+        try:
+            return super()._generate_lambda_event(method, path, headers, body)
+        except ValueError:
+            raise RouteNotFound() from None
+
+
+class LocalClient(Client):
+    """``chalice.test.Client`` over :class:`JsonLocalGateway`: the test twin of ``make run``'s REST API."""
+
+    @property
+    def http(self) -> TestHTTPClient:
+        if self._http_client is None:
+            client = TestHTTPClient(self._app, self._chalice_config)
+            client._local_gateway = JsonLocalGateway(self._app, self._chalice_config)
+            self._http_client = client
+        return self._http_client
 
 
 class _PerThread(threading.local):
@@ -53,7 +89,7 @@ def make_thread_safe(app) -> None:
 
 def rest_app(chalice_app, *, stage: str = "api") -> Starlette:
     make_thread_safe(chalice_app)
-    gateway = LocalGateway(
+    gateway = JsonLocalGateway(
         chalice_app,
         Config.create(chalice_stage=stage, app_name=chalice_app.app_name, lambda_timeout=60, lambda_memory_size=512),
     )
@@ -82,7 +118,8 @@ def rest_app(chalice_app, *, stage: str = "api") -> Starlette:
     async def endpoint(request: Request) -> Response:
         body = await request.body()
         if len(body) > MAX_BODY_BYTES:
-            return Response(b'{"message":"Request Too Long"}', status_code=413, media_type="application/json")
+            too_large = PayloadTooLarge(f"the request body is larger than {MAX_BODY_BYTES} bytes")
+            return JSONResponse(too_large.to_body(), status_code=too_large.status_code)
         raw_path = request.scope.get("raw_path") or request.url.path.encode()
         path = raw_path.decode("latin-1")
         if request.url.query:

@@ -1,4 +1,10 @@
-"""The OpenAPI 3 document, built from the same schemas the API validates with."""
+"""The OpenAPI 3 document, built from the same schemas the API validates with.
+
+Every operation has a unique camelCase ``operationId`` and one tag, and every shape that
+more than one route shares (an agent, a schedule, a session, an error, an event, a page)
+is a named schema in ``components/schemas`` that the routes reference with ``$ref``, so
+a client generated from the document, in any language, gets sensible names.
+"""
 from __future__ import annotations
 
 import copy
@@ -39,8 +45,10 @@ def _errors(*codes: str) -> dict:
     return out
 
 
-def _op(summary: str, ok: dict, *, params=(), body: dict | None = None, errors=("400", "401", "404"), public=False, body_required=True) -> dict:
-    op = {"summary": summary, "parameters": list(params), "responses": {**ok, **_errors(*errors)}}
+def _op(operation_id: str, tag: str, summary: str, ok: dict, *, params=(), body: dict | None = None,
+        errors=("400", "401", "404"), public=False, body_required=True) -> dict:
+    op = {"operationId": operation_id, "tags": [tag], "summary": summary, "parameters": list(params),
+          "responses": {**ok, **_errors(*errors)}}
     if body is not None:
         op["requestBody"] = {"required": body_required, **_json(body)}
     if public:
@@ -48,8 +56,21 @@ def _op(summary: str, ok: dict, *, params=(), body: dict | None = None, errors=(
     return op
 
 
-def _page(item: dict) -> dict:
-    return {"type": "object", "properties": {"items": {"type": "array", "items": item}, "nextToken": {"type": ["string", "null"]}}}
+def ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+PAGE = {
+    "type": "object",
+    "description": "one page of a list; pass nextToken back for the next page (null: the last page)",
+    "properties": {"items": {"type": "array", "items": {}}, "nextToken": {"type": ["string", "null"]}},
+    "required": ["items", "nextToken"],
+}
+
+
+def _page(item_schema: str) -> dict:
+    """A page whose items are ``item_schema``: the shared Page, its items narrowed."""
+    return {"allOf": [ref("Page"), {"type": "object", "properties": {"items": {"type": "array", "items": ref(item_schema)}}}]}
 
 
 STATUS = {
@@ -114,91 +135,151 @@ EVENT = {
 FROM = {"name": "from", "in": "query", "required": False, "schema": {"type": "string", "format": "date-time"}}
 
 
+OBJ = {"type": "object"}
+RUN_ACCEPTED = {"type": "object", "properties": {"sessionId": {"type": "string"}, "status": {"type": "string"}}}
+VALIDATION_RESULT = {"type": "object", "properties": {
+    "valid": {"type": "boolean"}, "expression": {"type": "string"}, "cronExpression": {"type": "string"},
+    "nextRuns": {"type": "array", "items": {"type": "string"}}, "warnings": {"type": "array", "items": {"type": "string"}}}}
+BULK_RESULT = {"type": "object", "properties": {"results": {"type": "array", "items": {"type": "object"}}}}
+CONFLICTS = {"type": "object", "properties": {"conflicts": {"type": "array", "items": ref("ScheduleConflict")}}}
+FIRES = {"type": "object", "properties": {"items": {"type": "array", "items": ref("Fire")}}}
+REDRIVE_RESULT = {"type": "object", "properties": {"redriven": {"type": "integer"}}}
+EVENT_LIST = {"type": "object", "properties": {
+    "items": {"type": "array", "items": ref("Event")}, "nextSince": {"type": "integer"},
+    "oldestSeq": {"type": "integer", "description": "present when events after since have expired"}}}
+TICKET = {"type": "object", "properties": {
+    "ticket": {"type": "string"}, "expiresAt": {"type": "string", "format": "date-time"},
+    "expiresInSeconds": {"type": "integer"}, "url": {"type": "string"}}}
+HEALTH = {"type": "object", "properties": {"status": {"type": "string"}}}
+
+# Every named schema, in the order the document lists them.
+SCHEMAS: dict[str, dict] = {
+    "Error": S.ERROR, "Agent": S.AGENT_OUT, "Schedule": S.SCHEDULE_OUT, "Session": S.SESSION_OUT, "Event": EVENT,
+    "Page": PAGE,
+    "AgentPage": _page("Agent"), "SessionPage": _page("Session"), "DeadRunPage": _page("DeadRun"),
+    "ScheduleVersionPage": _page("ScheduleVersion"),
+    "DeadRun": DLQ_ITEM, "ScheduleVersion": HISTORY_ITEM, "ScheduleConflict": CONFLICT, "Fire": FIRE,
+    "SchedulerStatus": STATUS, "BackfillResult": BACKFILL_OUT, "RunAccepted": RUN_ACCEPTED,
+    "ValidationResult": VALIDATION_RESULT, "BulkResult": BULK_RESULT, "ScheduleConflicts": CONFLICTS,
+    "FireLedger": FIRES, "RedriveResult": REDRIVE_RESULT, "EventList": EVENT_LIST, "EventTicket": TICKET,
+    "Health": HEALTH,
+    "AgentCreate": S.AGENT_CREATE, "AgentUpdate": S.AGENT_PATCH, "ScheduleRequest": S.SCHEDULE_PUT,
+    "RunRequest": S.RUN_NOW, "BackfillRequest": S.BACKFILL, "ValidateRequest": S.VALIDATE,
+    "BulkRequest": S.BULK, "RedriveRequest": S.REDRIVE,
+}
+
+
+def _referenced(schema, *, skip: str | None = None):
+    """``schema`` with every nested copy of a named schema replaced by its ``$ref`` (``skip``: the schema's own name)."""
+    if isinstance(schema, list):
+        return [_referenced(v) for v in schema]
+    if not isinstance(schema, dict):
+        return schema
+    for name, named in SCHEMAS.items():
+        if name != skip and schema == named:
+            return ref(name)
+    return {k: _referenced(v) for k, v in schema.items()}
+
+
 @functools.lru_cache(maxsize=1)
 def openapi_document() -> dict:
-    agent, session, schedule = S.AGENT_OUT, S.SESSION_OUT, S.SCHEDULE_OUT
+    R = ref
+    status_param = {"name": "status", "in": "query", "required": False,
+                    "schema": {"type": "string", "enum": list(S.SESSION_OUT["properties"]["status"]["enum"])}}
     paths = {
-        "/api/health": {"get": _op("Liveness", _resp("200", "ok", {"type": "object", "properties": {"status": {"type": "string"}}}), errors=(), public=True)},
-        "/api/openapi.json": {"get": _op("This document", _resp("200", "OpenAPI 3 document", {"type": "object"}), errors=(), public=True)},
+        "/api/health": {"get": _op("getHealth", "meta", "Liveness", _resp("200", "ok", R("Health")), errors=(), public=True)},
+        "/api/openapi.json": {"get": _op("getOpenApiDocument", "meta", "This document", _resp("200", "OpenAPI 3 document", {"type": "object"}), errors=(), public=True)},
         "/api/agents": {
-            "post": _op("Create an agent", _resp("201", "the agent", agent), body=S.AGENT_CREATE, errors=("400", "401")),
-            "get": _op("List your agents", _resp("200", "a page of agents", _page(agent)), params=[LIMIT, TOKEN], errors=("400", "401")),
+            "post": _op("createAgent", "agents", "Create an agent", _resp("201", "the agent", R("Agent")), body=R("AgentCreate"), errors=("400", "401")),
+            "get": _op("listAgents", "agents", "List your agents", _resp("200", "a page of agents", R("AgentPage")), params=[LIMIT, TOKEN], errors=("400", "401")),
         },
         "/api/agents/{agent_id}": {
-            "get": _op("Read an agent", _resp("200", "the agent", agent), params=[AGENT_ID], errors=("401", "404")),
-            "patch": _op("Update an agent (partial)", _resp("200", "the agent", agent), params=[AGENT_ID], body=S.AGENT_PATCH),
-            "delete": _op("Delete an agent and its schedule", _resp("204", "deleted"), params=[AGENT_ID], errors=("401", "404")),
+            "get": _op("getAgent", "agents", "Read an agent", _resp("200", "the agent", R("Agent")), params=[AGENT_ID], errors=("401", "404")),
+            "patch": _op("updateAgent", "agents", "Update an agent (partial)", _resp("200", "the agent", R("Agent")), params=[AGENT_ID], body=R("AgentUpdate")),
+            "delete": _op("deleteAgent", "agents", "Delete an agent and its schedule", _resp("204", "deleted"), params=[AGENT_ID], errors=("401", "404")),
         },
         "/api/agents/{agent_id}/schedule": {
-            "post": _op("Create or replace the schedule", _resp("200", "the schedule, with warnings and conflicts", schedule), params=[AGENT_ID], body=S.SCHEDULE_PUT),
-            "get": _op("Read the schedule with its next runs", _resp("200", "the schedule", schedule), params=[AGENT_ID], errors=("401", "404")),
-            "delete": _op("Remove the schedule (the agent stays)", _resp("204", "removed"), params=[AGENT_ID], errors=("401", "404")),
+            "post": _op("setSchedule", "schedules", "Create or replace the schedule", _resp("200", "the schedule, with warnings and conflicts", R("Schedule")), params=[AGENT_ID], body=R("ScheduleRequest")),
+            "get": _op("getSchedule", "schedules", "Read the schedule with its next runs", _resp("200", "the schedule", R("Schedule")), params=[AGENT_ID], errors=("401", "404")),
+            "delete": _op("deleteSchedule", "schedules", "Remove the schedule (the agent stays)", _resp("204", "removed"), params=[AGENT_ID], errors=("401", "404")),
         },
         "/api/agents/{agent_id}/schedule/history": {
-            "get": _op("Every change of the schedule, newest first", _resp("200", "a page of versions", _page(HISTORY_ITEM)),
+            "get": _op("getScheduleHistory", "schedules", "Every change of the schedule, newest first", _resp("200", "a page of versions", R("ScheduleVersionPage")),
                        params=[AGENT_ID, LIMIT, TOKEN]),
         },
         "/api/agents/{agent_id}/backfill": {
-            "post": _op("Run the fires of a past window that never ran (trigger BACKFILL)",
-                        _resp("202", "the runs created", BACKFILL_OUT), params=[AGENT_ID], body=S.BACKFILL),
+            "post": _op("backfillAgent", "schedules", "Run the fires of a past window that never ran (trigger BACKFILL)",
+                        _resp("202", "the runs created", R("BackfillResult")), params=[AGENT_ID], body=R("BackfillRequest")),
         },
         "/api/agents/{agent_id}/run": {
-            "post": _op("Run now", _resp("202", "queued", {"type": "object", "properties": {"sessionId": {"type": "string"}, "status": {"type": "string"}}}), params=[AGENT_ID], body=S.RUN_NOW, body_required=False),
+            "post": _op("runAgent", "agents", "Run now", _resp("202", "queued", R("RunAccepted")), params=[AGENT_ID], body=R("RunRequest"), body_required=False),
         },
         "/api/agents/{agent_id}/sessions": {
-            "get": _op("Run history, newest first", _resp("200", "a page of sessions", _page(session)),
-                       params=[AGENT_ID, LIMIT, TOKEN, {"name": "status", "in": "query", "required": False, "schema": {"type": "string", "enum": [s for s in S.SESSION_OUT["properties"]["status"]["enum"]]}}]),
+            "get": _op("listSessions", "sessions", "Run history, newest first", _resp("200", "a page of sessions", R("SessionPage")),
+                       params=[AGENT_ID, LIMIT, TOKEN, status_param]),
         },
         "/api/agents/{agent_id}/sessions/{session_id}": {
-            "get": _op("One session", _resp("200", "the session", session), params=[AGENT_ID, SESSION_ID], errors=("401", "404")),
+            "get": _op("getSession", "sessions", "One session", _resp("200", "the session", R("Session")), params=[AGENT_ID, SESSION_ID], errors=("401", "404")),
         },
         "/api/agents/{agent_id}/sessions/{session_id}/cancel": {
-            "post": _op("Cancel a run", _resp("202", "cancelled or cancelling", session), params=[AGENT_ID, SESSION_ID], errors=("401", "404", "409")),
+            "post": _op("cancelSession", "sessions", "Cancel a run", _resp("202", "cancelled or cancelling", R("Session")), params=[AGENT_ID, SESSION_ID], errors=("401", "404", "409")),
         },
         "/api/agents/{agent_id}/fires": {
-            "get": _op("Every fire time in a window and what became of it", _resp("200", "the fire ledger", {"type": "object", "properties": {"items": {"type": "array", "items": FIRE}}}),
+            "get": _op("listFires", "schedules", "Every fire time in a window and what became of it", _resp("200", "the fire ledger", R("FireLedger")),
                        params=[AGENT_ID, FROM, {"name": "to", "in": "query", "required": False, "schema": {"type": "string", "format": "date-time"}}]),
         },
-        "/api/scheduler/status": {"get": _op("Scheduler status", _resp("200", "status", STATUS), errors=("401",))},
-        "/api/scheduler/pause": {"post": _op("Pause admission (admin)", _resp("200", "status", STATUS), errors=("401", "403"))},
-        "/api/scheduler/resume": {"post": _op("Resume admission (admin)", _resp("200", "status", STATUS), errors=("401", "403"))},
+        "/api/scheduler/status": {"get": _op("getSchedulerStatus", "scheduler", "Scheduler status", _resp("200", "status", R("SchedulerStatus")), errors=("401",))},
+        "/api/scheduler/pause": {"post": _op("pauseScheduler", "scheduler", "Pause admission (admin)", _resp("200", "status", R("SchedulerStatus")), errors=("401", "403"))},
+        "/api/scheduler/resume": {"post": _op("resumeScheduler", "scheduler", "Resume admission (admin)", _resp("200", "status", R("SchedulerStatus")), errors=("401", "403"))},
         "/api/schedules/validate": {
-            "post": _op("Validate an expression and list its next runs",
-                        _resp("200", "valid", {"type": "object", "properties": {"valid": {"type": "boolean"}, "expression": {"type": "string"}, "cronExpression": {"type": "string"}, "nextRuns": {"type": "array", "items": {"type": "string"}}, "warnings": {"type": "array", "items": {"type": "string"}}}}),
-                        body=S.VALIDATE, errors=("400", "401")),
+            "post": _op("validateSchedule", "schedules", "Validate an expression and list its next runs", _resp("200", "valid", R("ValidationResult")),
+                        body=R("ValidateRequest"), errors=("400", "401")),
         },
         "/api/schedules/bulk": {
-            "post": _op("Apply many schedule operations", _resp("200", "one result per operation, in order", {"type": "object", "properties": {"results": {"type": "array", "items": {"type": "object"}}}}),
-                        body=S.BULK, errors=("400", "401")),
+            "post": _op("bulkUpdateSchedules", "schedules", "Apply many schedule operations", _resp("200", "one result per operation, in order", R("BulkResult")),
+                        body=R("BulkRequest"), errors=("400", "401")),
         },
         "/api/schedules/conflicts": {
-            "get": _op("Conflicts across your schedules", _resp("200", "conflicts", {"type": "object", "properties": {"conflicts": {"type": "array", "items": CONFLICT}}}),
+            "get": _op("listScheduleConflicts", "schedules", "Conflicts across your schedules", _resp("200", "conflicts", R("ScheduleConflicts")),
                        params=[FROM, {"name": "hours", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 168}}], errors=("400", "401")),
         },
-        "/api/dlq": {"get": _op("Dead runs you can see", _resp("200", "a page of dead runs", _page(DLQ_ITEM)), params=[LIMIT, TOKEN], errors=("400", "401"))},
+        "/api/dlq": {"get": _op("listDeadRuns", "dlq", "Dead runs you can see", _resp("200", "a page of dead runs", R("DeadRunPage")), params=[LIMIT, TOKEN], errors=("400", "401"))},
         "/api/dlq/redrive": {
-            "post": _op("Give dead runs a new attempt", _resp("202", "how many", {"type": "object", "properties": {"redriven": {"type": "integer"}}}), body=S.REDRIVE, errors=("400", "401"), body_required=False),
+            "post": _op("redriveDeadRuns", "dlq", "Give dead runs a new attempt", _resp("202", "how many", R("RedriveResult")), body=R("RedriveRequest"), errors=("400", "401"), body_required=False),
         },
         # The event stream (events as sent over WebSocket, each with seq and id) and the dashboard.
         "/api/events": {
-            "get": _op("Your retained events after a seq, in seq order", _resp("200", "a page of events", {"type": "object", "properties": {"items": {"type": "array", "items": EVENT}, "nextSince": {"type": "integer"}, "oldestSeq": {"type": "integer", "description": "present when events after since have expired"}}}),
+            "get": _op("listEvents", "events", "Your retained events after a seq, in seq order", _resp("200", "a page of events", R("EventList")),
                        params=[{"name": "since", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
                                {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 500}}], errors=("400", "401")),
         },
         "/api/events/ticket": {
-            "post": _op("A single-use WebSocket ticket (60 s) for ?ticket=", _resp("200", "the ticket", {"type": "object", "properties": {"ticket": {"type": "string"}, "expiresAt": {"type": "string", "format": "date-time"}, "expiresInSeconds": {"type": "integer"}, "url": {"type": "string"}}}), errors=("401",), body_required=False),
+            "post": _op("createEventTicket", "events", "A single-use WebSocket ticket (60 s) for ?ticket=", _resp("200", "the ticket", R("EventTicket")), errors=("401",), body_required=False),
         },
-        "/dashboard": {"get": {"summary": "The dashboard (HTML)", "security": [], "responses": {"200": {"description": "the page", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+        "/dashboard": {"get": {"operationId": "getDashboard", "tags": ["meta"], "summary": "The dashboard (HTML)", "security": [],
+                               "responses": {"200": {"description": "the page", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
     }
     return {
         "openapi": "3.1.0",
         "info": {"title": "Agent Scheduler", "version": "1.0.0",
                  "description": "Serverless scheduler for AI agents: cron in any zone, priorities, a concurrency cap, retries, DLQ, run history."},
         "servers": [{"url": "/"}],
+        "tags": [{"name": name, "description": text} for name, text in TAGS.items()],
         "paths": paths,
         "components": {
-            "schemas": {"Error": S.ERROR, "Agent": agent, "Session": session, "Schedule": schedule},
+            "schemas": {name: _referenced(_clean(schema), skip=name) for name, schema in SCHEMAS.items()},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
         },
         "security": [{"bearer": []}],
     }
+
+
+TAGS = {
+    "agents": "Agents: create, read, change, delete, run now",
+    "schedules": "Schedules of agents: set, read, validate, history, fire ledger, conflicts, bulk changes, backfill",
+    "sessions": "Runs of an agent: history, one run, cancel",
+    "scheduler": "The scheduler itself: status, pause, resume",
+    "dlq": "Dead runs and their redrive",
+    "events": "The event stream",
+    "meta": "Health, this document, the dashboard",
+}

@@ -10,9 +10,9 @@ import math
 from datetime import datetime
 from typing import Any
 
-from chalicelib.errors import MalformedRequest, ValidationError
+from chalicelib.errors import MalformedRequest, PayloadTooLarge, ValidationError
 
-MAX_BODY_BYTES = 256 * 1024
+MAX_BODY_BYTES = 1024 * 1024  # a larger body is a 413, before it is parsed
 
 _TYPES = {
     "object": lambda v: isinstance(v, dict),
@@ -36,7 +36,7 @@ def parse_json_body(raw: bytes | str | None, *, required: bool = True) -> Any:
     if isinstance(raw, str):
         raw = raw.encode()
     if len(raw) > MAX_BODY_BYTES:
-        raise ValidationError("body", f"body is larger than {MAX_BODY_BYTES} bytes")
+        raise PayloadTooLarge(f"the request body is larger than {MAX_BODY_BYTES} bytes (1 MB)")
     try:
         value = json.loads(raw, parse_constant=_reject_constant)
         # Lone surrogates ("\ud800") parse, but cannot be stored as UTF-8.

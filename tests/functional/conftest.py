@@ -5,7 +5,6 @@ import json
 
 import boto3
 import pytest
-from chalice.test import Client
 from moto import mock_aws
 
 from chalicelib.adapters.provision import provision
@@ -15,6 +14,7 @@ from chalicelib.services import wiring
 from chalicelib.services.container import Container
 from chalicelib.settings import Settings
 from devtools import moto_fixes
+from local.rest import LocalClient as Client  # unknown paths answer the JSON 404, as deployed
 from tests.conftest import T0
 
 moto_fixes.apply()  # one table copy per moto transaction, transactions serialised
