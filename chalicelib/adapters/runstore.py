@@ -215,7 +215,7 @@ class RunStore:
         if current is not None and current.tx == token:
             return done
         if keep is not None and "hint" in res.failed and "session" not in res.failed:
-            raise WaitingHint()
+            raise WaitingHint("runs wait for a slot: hand it over")
         if "session" in res.failed:
             if current is not None and current.cancel_requested and t.next is Next.RETRY \
                     and current.status is SessionStatus.RUNNING and current.claim == s.claim:
@@ -228,7 +228,7 @@ class RunStore:
         if "agent" in res.failed:  # the agent was deleted meanwhile: nothing to count
             return self.finish(s, t, now, duration_ms, hand_off, False, release_if_idle)
         if "counter" in res.failed and release_if_idle:
-            raise WaitingHint()
+            raise WaitingHint("runs wait for a slot: hand it over")
         if "counter" in res.failed:  # the counter was repaired below this slot: nothing to give back
             log.warning("slot counter already released", extra={"session_id": s.session_id})
             return self._finish_without_counter(s, t, now, duration_ms, token, count_agent)
