@@ -30,7 +30,8 @@ def _code_of(exc: BaseException) -> str | None:
     if isinstance(exc, ClientError):
         return exc.response.get("Error", {}).get("Code")
     if isinstance(exc, PynamoDBException):
-        return exc.cause_response_code
+        # not ``cause_response_code``: it fails on a cause without a response (a read timeout)
+        return exc.cause.response.get("Error", {}).get("Code") if isinstance(exc.cause, ClientError) else None
     return None
 
 

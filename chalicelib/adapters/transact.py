@@ -15,7 +15,7 @@ from typing import Any, Callable
 from pynamodb.exceptions import TransactWriteError
 from pynamodb.transactions import TransactWrite
 
-from chalicelib.adapters.errors import translate
+from chalicelib.adapters.errors import _code_of, translate
 from chalicelib.adapters.tables import SessionModel
 from chalicelib.errors import StorageError
 
@@ -75,7 +75,7 @@ class Tx:
             return TxResult(True)
         except TransactWriteError as exc:
             reasons = exc.cancellation_reasons or []
-            if exc.cause_response_code != "TransactionCanceledException" or not reasons:
+            if _code_of(exc) != "TransactionCanceledException" or not reasons:
                 raise translate(exc, what) from exc
             sent = [op for kind in _SENT_ORDER for op in self.ops if op.kind == kind]
             failed = [op.key for op, r in zip(sent, reasons)

@@ -25,3 +25,25 @@ def test_a_run_ending_while_the_waiting_hint_is_set_hands_its_slot_over(api, sys
     assert work(system, handed) == ["succeeded"]
     assert status_of(api, first_agent, first) == status_of(api, second_agent, second) == "SUCCEEDED"
     assert used(system) == 0
+
+
+def test_a_lost_answer_to_a_plain_write_is_a_retryable_storage_error(api, system):
+    """A read timeout under pynamodb (its error's cause has no response) was turned into an
+    AttributeError by the error translation: a claim whose answer was lost crashed the worker
+    and a tick writing its last-tick time crashed the tick."""
+    from chalicelib.errors import StorageError
+    from devtools.faults import Faults
+
+    aid = make_agent(api)
+    sid = run_now(api, aid)
+    msgs = take(system)
+    f = Faults()
+    f.add("UpdateItem", "lost_answer", times=1)  # the claim commits, its answer is lost
+    with f.installed(), pytest.raises(StorageError) as err:
+        work(system, msgs)
+    assert err.value.retryable
+    with f.installed():
+        f.add("UpdateItem", "lost_answer", times=1)
+        with pytest.raises(StorageError):
+            system.control.set_last_tick(system.clock.now().timestamp())
+    assert status_of(api, aid, sid) == "RUNNING"  # the redelivery finds it claimed by a stopped worker
