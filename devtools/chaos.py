@@ -761,6 +761,8 @@ class Chaos:
             if sim.now >= next_archive:
                 self._archive()
                 next_archive = sim.now + 300
+                if int(sim.now - start) % 21600 < 300:
+                    self.log(f"{(sim.now - start) / 3600:.0f} h simulated, {self.stats['started']} runs started")
         # --- quiet: no faults, no kills, no races; schedules stop a few minutes after the end
         sim.chaos = False
         faults.enabled = False
