@@ -792,6 +792,11 @@ class Chaos:
             # quiet: nothing left to deliver, every session final; then three more ticks
             # (the reconciler needs two to repair a counter)
             quiet = quiet + 1 if stopped and not sim.heap and self._all_final() else 0
+            if int(minute - end) % 3600 < 60:  # what keeps it from being quiet, hourly
+                busy = [(i.attrs["session_id"].value, i.attrs["status"].value, i.attrs.get("stage"))
+                        for i in self.sessions_table.all_items() if i.attrs["status"].value not in FINAL]
+                self.log(f"quiescing {(minute - end) / 3600:.0f} h: {len(busy)} not final {busy[:5]}, "
+                         f"{len(sim.heap)} events waiting")
             if quiet > 3:
                 return
         self.log("not quiescent after a simulated day")
