@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit check venv clean synth deploy bench test-scale
+.PHONY: run test unit check venv clean synth deploy bench test-scale chaos
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-cli.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -80,3 +80,12 @@ test-scale: $(STAMP)
 # The smoke test (tests/functional/test_bench_smoke.py) runs it on tiny sizes.
 bench: $(STAMP)
 	$(PY) -m bench
+
+# The run path under faults (several minutes): at least 10,000 scheduled fires over simulated days on
+# moto, with throttling, 5xx, lost answers and retried commits, killed ticks and workers, duplicate and
+# late deliveries, racing ticks and cancels. Prints one line and fails unless all five counts are 0:
+#   chaos: N fires, L lost, D duplicates, S stuck, C cap violations, P priority inversions
+# `make test` runs the smoke size (tests/functional/test_chaos_smoke.py). SEED=n for another run.
+SEED ?= 1
+chaos: $(STAMP)
+	$(PY) -m devtools.chaos --seed $(SEED)

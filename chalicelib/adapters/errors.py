@@ -30,10 +30,8 @@ def _code_of(exc: BaseException) -> str | None:
     if isinstance(exc, ClientError):
         return exc.response.get("Error", {}).get("Code")
     if isinstance(exc, PynamoDBException):
-        try:
-            return exc.cause_response_code
-        except AttributeError:  # its cause has no response (a timeout, a lost connection)
-            return None
+        # not ``cause_response_code``: it fails on a cause without a response (a read timeout)
+        return exc.cause.response.get("Error", {}).get("Code") if isinstance(exc.cause, ClientError) else None
     return None
 
 
