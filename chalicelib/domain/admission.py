@@ -65,7 +65,7 @@ class Candidate:
     backfill: bool = False  # a backfill run waits behind every live run of its priority
 
     @property
-    def order_key(self) -> tuple:
+    def order_key(self) -> tuple[int, bool, float, str]:
         return (self.priority.rank, self.backfill, self.eligible_at, self.session_id)
 
 

@@ -35,7 +35,7 @@ import heapq
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 from zoneinfo import ZoneInfo
 
 from chalicelib.domain.cron import ALIASES, CronError, CronSchedule
@@ -106,7 +106,7 @@ class FleetSchedule:
         """Raises :class:`CronError` if the stored expression no longer parses."""
         return cls(
             agent_id=agent_id,
-            cron=cron or fire_times_for(spec, agent_id),
+            cron=cron or fire_times_for(spec, agent_id),  # type: ignore[arg-type]  # a CronSchedule is a FireTimes by shape
             expected_seconds=expected_seconds,
             priority=spec.priority,
             overlap_policy=spec.overlap_policy,
@@ -214,7 +214,7 @@ def find_conflicts(
     # Fires of every schedule, merged in fire order, up to the budget.
     fires: list[tuple[float, float, int]] = []  # (fire, scheduled start, index)
     analyzed_until = end
-    cache: dict[tuple, list[float]] = {}  # schedules with the same expression share their fire times
+    cache: dict[tuple[Any, ...], list[float]] = {}  # schedules with the same expression share their fire times
     merged = heapq.merge(*(
         _fires(e, i, start - lead, end, _cron_fires(e.cron, _low(e, start - lead), end, max_fires + 1, cache))
         for i, e in enumerate(fleet)
@@ -252,7 +252,8 @@ def _low(e: FleetSchedule, start: float) -> float:
     return start if e.start_at is None else max(start, e.start_at)
 
 
-def _cron_fires(cron: FireTimes, start: float, end: float, limit: int, cache: dict) -> list[float]:
+def _cron_fires(cron: FireTimes, start: float, end: float, limit: int,
+                cache: dict[tuple[Any, ...], list[float]]) -> list[float]:
     """Fire times in [start, end), at most ``limit``, computed once per distinct expression."""
     key = cron.key + (start,)
     got = cache.get(key)

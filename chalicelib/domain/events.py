@@ -110,7 +110,8 @@ def alert(
     )
 
 
-def skipped(agent_id, session_id, attempt, *, now, reason, scheduled_for) -> dict:
+def skipped(agent_id: str, session_id: str, attempt: int, *, now: float, reason: str | None,
+            scheduled_for: float) -> dict[str, Any]:
     """A fire that did not run (overlap, budget, excluded date, pause...), with the reason."""
     return envelope(
         AGENT_SKIPPED,
@@ -119,7 +120,8 @@ def skipped(agent_id, session_id, attempt, *, now, reason, scheduled_for) -> dic
     )
 
 
-def schedule_changed(agent_id, *, now, version, action, changed_by=None, schedule=None) -> dict:
+def schedule_changed(agent_id: str, *, now: float, version: int, action: str, changed_by: str | None = None,
+                     schedule: dict[str, Any] | None = None) -> dict[str, Any]:
     """An agent's schedule was created, updated, enabled, disabled or deleted."""
     data = {"agentId": agent_id, "version": version, "action": action}
     if changed_by is not None:
@@ -129,7 +131,7 @@ def schedule_changed(agent_id, *, now, version, action, changed_by=None, schedul
     return envelope(SCHEDULE_CHANGED, data, now)
 
 
-def scheduler_status(status: dict, now: float) -> dict:
+def scheduler_status(status: dict[str, Any], now: float) -> dict[str, Any]:
     return envelope(SCHEDULER_STATUS, status, now)
 
 

@@ -34,7 +34,7 @@ import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
-from typing import ClassVar, Iterable, Iterator
+from typing import Any, ClassVar, Iterable, Iterator
 from zoneinfo import ZoneInfo
 
 from chalicelib.domain.cron import CronError, CronSchedule, parse_timezone, schedule_warnings
@@ -73,7 +73,7 @@ class FireTimes(ABC):
         return parse_timezone(self.timezone)
 
     @property
-    def key(self) -> tuple:
+    def key(self) -> tuple[Any, ...]:
         """Equal keys: equal fire times (for caches)."""
         return (self.kind, self.expression, self.timezone)
 
@@ -116,7 +116,7 @@ class CronFires(FireTimes):
         self.hash_id = schedule.hash_id
 
     @property
-    def key(self) -> tuple:
+    def key(self) -> tuple[Any, ...]:
         return ("cron", self.expression, self.timezone, self.schedule.hash_id)
 
     def next_after(self, after: datetime) -> datetime | None:
@@ -144,7 +144,7 @@ class RateFires(FireTimes):
         self.timezone = tz
 
     @property
-    def key(self) -> tuple:
+    def key(self) -> tuple[Any, ...]:
         return ("rate", self.expression, self.timezone, self.anchor)
 
     def next_after(self, after: datetime) -> datetime | None:
@@ -235,7 +235,8 @@ def parse_expression(text: str, tz: str = "UTC", *, hash_id: str | None = None, 
     if not m:
         raise ExpressionError(f"{stripped!r} is not a one-off time: write at(YYYY-MM-DDTHH:MM:SS), e.g. at(2026-12-31T23:00:00)")
     try:
-        wall = datetime(*(int(g) for g in m.groups()))
+        y, mo, d, h, mi, sec = (int(g) for g in m.groups())
+        wall = datetime(y, mo, d, h, mi, sec)
     except ValueError as exc:
         raise ExpressionError(f"{stripped!r} is not a valid date and time ({exc})") from None
     zone = parse_timezone(tz)
@@ -269,7 +270,7 @@ def _cached(text: str, tz: str, hash_id: str | None, anchor: float | None) -> Fi
     return parse_expression(text, tz, hash_id=hash_id, anchor=anchor)
 
 
-def fire_times_for(spec, agent_id: str) -> FireTimes:
+def fire_times_for(spec: Any, agent_id: str) -> FireTimes:
     """The fire times of a stored schedule (``ScheduleSpec``), cached per expression."""
     text = spec.cron_expression
     anchor = spec.anchor_at if expression_kind(text) == "rate" else None

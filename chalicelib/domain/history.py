@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Any
 
 from chalicelib.domain.events import envelope
 from chalicelib.domain.schedule import ScheduleSpec
@@ -32,7 +33,7 @@ class HistoryEntry:
     changed_at: float
     changed_by: str
     action: HistoryAction
-    schedule: dict  # the schedule as answers show it
+    schedule: dict[str, Any]  # the schedule as answers show it
 
 
 def _without_bookkeeping(spec: ScheduleSpec) -> ScheduleSpec:
@@ -58,7 +59,7 @@ def change_action(before: ScheduleSpec | None, after: ScheduleSpec | None, *, sa
     return HistoryAction.UPDATED
 
 
-def schedule_changed(agent_id: str, version: int, action: HistoryAction, changed_by: str, now: float) -> dict:
+def schedule_changed(agent_id: str, version: int, action: HistoryAction, changed_by: str, now: float) -> dict[str, Any]:
     """The ``schedule:changed`` event."""
     return envelope(
         SCHEDULE_CHANGED,

@@ -34,7 +34,7 @@ class Next(str, enum.Enum):
 @dataclass(frozen=True)
 class Transition:
     next: Next
-    error: dict | None = None  # {category, message}
+    error: dict[str, str] | None = None  # {category, message}
     next_attempt_at: float | None = None
     output: Any = None
 
@@ -50,10 +50,10 @@ class Backoff:
     rand: Callable[[], float]
 
 
-CANCELLED_ERROR = {"category": ErrorCategory.CANCELLED.value, "message": "cancelled on request"}
+CANCELLED_ERROR: dict[str, str] = {"category": ErrorCategory.CANCELLED.value, "message": "cancelled on request"}
 
 
-def _error(category: ErrorCategory, message: str | None) -> dict:
+def _error(category: ErrorCategory, message: str | None) -> dict[str, str]:
     return {"category": category.value, "message": (message or category.value)[:2000]}
 
 

@@ -192,7 +192,7 @@ def plan_fires(
         return f + jitter_offset(agent_id, f, spec.jitter_seconds)
 
     floor = now - max(spec.catchup_window_seconds, late_tolerance) - jitter - 1
-    if t < floor:
+    if t < floor:  # type: ignore[operator]  # t is a float until the jump below
         # A long outage: fires older than the catch-up window can never run, so
         # jump over them instead of enumerating them; the first one is recorded.
         jumped = t
@@ -271,4 +271,4 @@ def plan_fires(
     recorded = tuple(skips[-MAX_SKIP_RECORDS:])
     if ended:
         return FirePlan(tuple(runs), recorded, skipped_total, None, None)
-    return FirePlan(tuple(runs), recorded, skipped_total, t, sched_of(t))
+    return FirePlan(tuple(runs), recorded, skipped_total, t, sched_of(t))  # type: ignore[arg-type]
