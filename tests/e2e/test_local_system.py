@@ -239,9 +239,12 @@ def test_failing_run_retries_then_goes_to_the_dlq_and_redrive_runs_it_again(syst
 
     r = api.post("/api/dlq/redrive", json={"sessionIds": [sid]})
     assert r.status_code == 202 and r.json() == {"redriven": 1}, r.text
-    started = events.expect("agent:started", timeout=15, sessionId=sid)
+    dead = api.get(f"/api/agents/{agent['id']}/sessions/{sid}").json()  # history kept
+    assert dead["status"] == "DEAD" and dead["redrivenTo"]
+    started = events.expect("agent:started", timeout=15, sessionId=dead["redrivenTo"])
     assert started["data"]["trigger"] == "REDRIVE" and started["data"]["attempt"] == 1
-    assert api.get(f"/api/agents/{agent['id']}/sessions/{sid}").json()["trigger"] == "REDRIVE"
+    again = api.get(f"/api/agents/{agent['id']}/sessions/{dead['redrivenTo']}").json()
+    assert again["trigger"] == "REDRIVE" and again["redrivenFrom"] == sid
 
 
 def test_every_connection_gets_scheduler_status_after_each_tick(system):

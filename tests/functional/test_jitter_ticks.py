@@ -13,7 +13,8 @@ def test_hourly_fires_with_a_large_jitter_all_run(api, system, clock):
                  {"cronExpression": "0 * * * *", "jitterSeconds": 3000, "catchup": "NONE", "overlapPolicy": "ALLOW"})
     assert r.status_code == 200, r.body
     start = clock.now().timestamp()
-    held: list[tuple[float, object]] = []  # (visible at, message): SQS's DelaySeconds on the fixed clock
+    # (visible at, message): SQS's DelaySeconds on the fixed clock, counted from when each was sent
+    held: list[tuple[float, object]] = [(start + m.delay_seconds, m) for m in take(system)]
     while clock.now().timestamp() < start + 6 * 3600:
         clock.advance(60)
         system.dispatcher.tick()
