@@ -434,20 +434,6 @@ class SessionStore:
                     n += 1
         return n
 
-    def query_pending(self, shard: str, *, want: int, eligible_until: float) -> list[Session]:
-        """Runs of one shard waiting for a slot, in admission order, until ``want`` are eligible."""
-        out: list[Session] = []
-        eligible = 0
-        with aws_call("query pending runs"):
-            for m in SessionModel.pending_index.query(shard, page_size=max(want * 2, 10)):
-                s = session_from_item(m)
-                out.append(s)
-                if s.eligible_at <= eligible_until:
-                    eligible += 1
-                    if eligible >= want:
-                        break
-        return out
-
     def count_holding(self, slot_shard: str, tenant_id: str | None) -> tuple[int, int]:
         """(running, admitted) runs holding slots of one slot shard."""
         cond = (SessionModel.tenant_id == tenant_id) if tenant_id else None
