@@ -133,7 +133,9 @@ def end_attempt(c, s: Session, t: Transition, now: float, duration_ms: int | Non
     from chalicelib.services import metrics
 
     keep = _keep_for_retry(c, s, t, now)
-    hand = _next_waiting(c, s, now) if (waiting and s.slot) else None
+    # A retry keeps its slot only if no waiting run comes first: always look (retries are rare;
+    # the hint alone can lag a run the tick has just created).
+    hand = _next_waiting(c, s, now) if ((waiting or keep is not None) and s.slot) else None
     if keep is not None and hand is not None and _order(keep.candidate) < _order(hand[1].candidate):
         hand = None  # the retry itself is first in line: it keeps its slot
     elif hand is not None:
