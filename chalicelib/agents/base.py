@@ -38,6 +38,31 @@ class AgentFailure(Exception):
         )
 
 
+class RunAccepted(Exception):
+    """The agent accepted the run and will report its outcome by callback.
+
+    Raised by a kind when the agent answered ``202`` (or a ``lambda`` result
+    ``{"async": true}``): the attempt stays RUNNING and ends only by a callback,
+    its deadline or its heartbeat timeout; no worker waits for it.
+    """
+
+    def __init__(self, message: str = "accepted") -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Reported:
+    """What a kind returns when the agent reported more than its output.
+
+    ``usage``: ``{inputTokens?, outputTokens?, costUsd?}`` as the agent reported it
+    (checked by the kind), or None.
+    """
+
+    output: Any
+    usage: dict | None = None
+
+
 @runtime_checkable
 class RunContext(Protocol):
     """What a kind receives while running; the worker implements it."""

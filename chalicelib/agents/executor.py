@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.agents.base import AgentFailure, AgentKind, KindDeps, RunContext, tenant_of
+from chalicelib.agents.base import AgentFailure, AgentKind, KindDeps, Reported, RunAccepted, RunContext, tenant_of
 from chalicelib.agents.jsonsafe import bounded, truncate_text
 from chalicelib.agents.redact import scrub, scrub_value, secret_values
 from chalicelib.domain.model import ErrorCategory
@@ -22,6 +22,8 @@ class Outcome:
     category: ErrorCategory | None = None
     message: str | None = None
     retry_after: float | None = None
+    usage: dict | None = None  # what the agent reported it used, or None
+    accepted: bool = False  # the agent took the run asynchronously: it reports by callback
 
 
 def execute(
@@ -51,7 +53,8 @@ def execute(
         output = scrub_value(output, secrets, patterns=False)
     if message == outcome.message and output is outcome.output:
         return outcome
-    return Outcome(outcome.ok, output, outcome.category, message, outcome.retry_after)
+    return Outcome(outcome.ok, output, outcome.category, message, outcome.retry_after, outcome.usage,
+                   outcome.accepted)
 
 
 def _execute(
@@ -86,12 +89,18 @@ def _execute(
     fenced.close()
 
     if "error" not in box:
+        result = box.get("output")
+        usage = None
+        if isinstance(result, Reported):
+            result, usage = result.output, result.usage
         try:
-            return Outcome(ok=True, output=bounded(box.get("output")))
+            return Outcome(ok=True, output=bounded(result), usage=usage)
         except Exception as err:  # pragma: no cover - to_jsonable is total
             return _failed(ErrorCategory.INTERNAL, f"output not serialisable: {err}")
 
     exc = box["error"]
+    if isinstance(exc, RunAccepted):
+        return Outcome(ok=False, accepted=True, message=truncate_text(exc.message, MAX_MESSAGE_CHARS))
     if isinstance(exc, AgentFailure):
         return _failed(exc.category, exc.message, exc.retry_after)
     if isinstance(exc, ValidationError):

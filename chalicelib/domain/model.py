@@ -48,6 +48,7 @@ class Trigger(str, enum.Enum):
 
 class ErrorCategory(str, enum.Enum):
     TRANSIENT = "TRANSIENT"
+    RATE_LIMITED = "RATE_LIMITED"  # the provider said "too many requests": wait, without using a retry
     TIMEOUT = "TIMEOUT"
     AGENT_ERROR = "AGENT_ERROR"
     PERMANENT = "PERMANENT"

@@ -63,8 +63,11 @@ class Delivery:
 class RunContext:
     """What an agent kind sees: progress, cancellation, its deadline."""
 
-    def __init__(self, worker: "Worker", session: Session, attempt: int, deadline: float) -> None:
+    def __init__(self, worker: "Worker", session: Session, attempt: int, deadline: float, *,
+                 agent=None, callback: dict | None = None) -> None:
         self.w = worker
+        self.agent = agent  # the Agent being run (id, name, config), or None
+        self.callback = callback  # {url, token, heartbeatSeconds} of this attempt, or None
         self.session = session
         self.tenant_id = session.tenant_id
         self.agent_id = session.agent_id
@@ -314,7 +317,7 @@ class Worker:
             self._count("dead")
             return "dead"
 
-        ctx = RunContext(self, s, s.attempt, deadline=now + budget)
+        ctx = RunContext(self, s, s.attempt, deadline=now + budget, agent=agent)
         try:
             kind = get_kind(agent.kind)
             deps = self.c.kind_deps(agent.kind)
