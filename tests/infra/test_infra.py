@@ -636,3 +636,18 @@ def test_dashboard_shows_ticks_fires_lateness_outcomes_and_queue_age(resources):
     for name in ("TickDuration", "Fires", "StartLateness", "RunsSucceeded", "RunsFailed", "RunsDead",
                  "ApproximateAgeOfOldestMessage", "TickSucceeded", "CounterRepairs"):
         assert f'"{name}"' in text, name
+
+
+def test_the_dashboard_shows_the_sqs_dlq_depth_the_alarm_watches(resources):
+    """The work queue's redrive target: its visible messages on the dashboard, next to the alarm on them."""
+    (dashboard,) = of_type(resources, "AWS::CloudWatch::Dashboard").values()
+    parts = dashboard["Properties"]["DashboardBody"]["Fn::Join"][1]
+    dlq = env_target(resources, app_settings.DLQ_URL)
+    at = parts.index({"Fn::GetAtt": [dlq, "QueueName"]})
+    line = parts[at - 1].rsplit("[", 1)[-1] + "QUEUE" + parts[at + 1].split("]", 1)[0]
+    assert line.startswith('"AWS/SQS","ApproximateNumberOfMessagesVisible","QueueName","'), line
+    assert '"label":"SQS DLQ"' in line and '"stat":"Maximum"' in line, line
+    alarm = _alarms(resources)["QueueDlqDepth"]
+    assert (alarm["Namespace"], alarm["MetricName"], alarm["Statistic"]) == (
+        "AWS/SQS", "ApproximateNumberOfMessagesVisible", "Maximum")
+    assert _dims(alarm) == {"QueueName": {"Fn::GetAtt": [dlq, "QueueName"]}}
