@@ -10,7 +10,9 @@ at the time:
 - per request: ``correlation_id``, API Gateway's request id
   (``correlation_paths.API_GATEWAY_REST``), bound by :func:`request_scope`;
 - per run: ``tenant_id``, ``agent_id``, ``session_id``, ``attempt``,
-  ``fire_time``, bound by :func:`bind_run`.
+  ``fire_time``, bound by :func:`bind_run`;
+- per schedule the tick plans: ``tenant_id``, ``agent_id``, ``fire_time``, bound
+  by :func:`bind_schedule`.
 
 Bound keys live in a context variable (Powertools' thread-safe keys), so the
 local system's concurrent threads never see each other's keys.
@@ -121,6 +123,14 @@ def bind_run(*, tenant_id: str, agent_id: str, session_id: str, attempt: int | N
         fire_time = datetime.fromtimestamp(fire_time, tz=timezone.utc)
     return bind(tenant_id=tenant_id, agent_id=agent_id, session_id=session_id, attempt=attempt,
                 fire_time=fire_time, **extra)
+
+
+def bind_schedule(*, tenant_id: str, agent_id: str, fire_time: datetime | float | None):
+    """Bind the keys of one schedule while the tick plans it (a context manager):
+    ``tenant_id``, ``agent_id`` and ``fire_time``, the schedule's next fire (epoch or datetime)."""
+    if isinstance(fire_time, (int, float)) and not isinstance(fire_time, bool):
+        fire_time = datetime.fromtimestamp(fire_time, tz=timezone.utc)
+    return bind(tenant_id=tenant_id, agent_id=agent_id, fire_time=fire_time)
 
 
 def correlation_id(event: Mapping[str, Any] | None) -> str | None:

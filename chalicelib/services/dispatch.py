@@ -24,6 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from chalicelib import observability
 from chalicelib.adapters.queues import OutMessage
 from chalicelib.domain.admission import START_SLACK_SECONDS, Admit, Candidate, SlotShard, plan_admission, send_delay
 from chalicelib.domain.cron import CronSchedule
@@ -132,11 +133,14 @@ class Dispatcher:
     def _write_schedules(self, due: list[Agent], now: float, pauses, report: TickReport) -> list[Session]:
         plans = []
         for agent in due:
-            try:
-                plans.append(self._plan_schedule(agent, now, pauses))
-            except Exception:  # a schedule that cannot be planned must not stop the others
-                log.exception("schedule could not be planned", extra={"agent_id": agent.agent_id})
-                report.failed_groups += 1
+            with observability.bind_schedule(tenant_id=agent.tenant_id, agent_id=agent.agent_id,
+                                             fire_time=agent.next_run_at):
+                try:
+                    plans.append(self._plan_schedule(agent, now, pauses))
+                    log.debug("schedule planned", extra={"sessions": len(plans[-1].sessions)})
+                except Exception:  # a schedule that cannot be planned must not stop the others
+                    log.exception("schedule could not be planned")
+                    report.failed_groups += 1
         result = self.c.tick_writer.commit(plans, now)
         report.counters["transactions"] += result.transactions
         report.lost_races += len(result.lost)
