@@ -83,7 +83,8 @@ bench: $(STAMP)
 
 # The run path under faults (several minutes): at least 10,000 scheduled fires over simulated days on
 # moto, with throttling, 5xx, lost answers and retried commits, killed ticks and workers, duplicate and
-# late deliveries, racing ticks and cancels. Prints one line and fails unless all five counts are 0:
+# late deliveries, racing ticks and cancels, rate() and at() schedules, backfills racing the tick.
+# Prints one line and fails unless all five counts are 0:
 #   chaos: N fires, L lost, D duplicates, S stuck, C cap violations, P priority inversions
 # `make test` runs the smoke size (tests/functional/test_chaos_smoke.py). SEED=n for another run.
 SEED ?= 1

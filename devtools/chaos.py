@@ -20,11 +20,19 @@ only by the simulation:
   SQS calls (throttling, 5xx, a write that commits then reports failure, a retried commit);
 - cancels race runs, run-now requests arrive with every priority, agents fail transiently
   and retry, one tenant's every-minute schedule (catch-up ALL) comes back thousands of
-  fires behind (disabled for a day and a half before the run, enabled again late in it).
+  fires behind (disabled for a day and a half before the run, enabled again late in it);
+- besides cron, ``rate()`` schedules (anchored at a ``startAt`` off the minute) and
+  ``at()`` schedules (one in UTC, one in Europe/Paris, saved again with a new time, often
+  inside the tick's lookahead, after each fire) run along;
+- backfills race the tick: over the last minutes of a live schedule (fires the tick
+  planned or is planning at that moment), and over the far-behind schedule's disabled
+  window at the moment it is enabled again, while its catch-up writes the same fires.
 
 Then the faults stop, ticks and deliveries go on until nothing moves, and the stored data
 (the sessions table) is checked against the fires computed independently from the cron
-expressions. It prints one line and exits non-zero unless the five counts are 0:
+expressions (and the ``at()`` times and backfill windows that were accepted: every fire
+of a window answered 202 must have run, or been skipped with a reason, once). It prints
+one line and exits non-zero unless the five counts are 0:
 
     chaos: N fires, L lost, D duplicates, S stuck, C cap violations, P priority inversions
 
@@ -39,12 +47,14 @@ import json
 import os
 import random
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
+from zoneinfo import ZoneInfo
 
 import greenlet  # type: ignore[import-untyped]
 
@@ -54,7 +64,8 @@ T0 = datetime(2026, 3, 2, 11, 59, 30, tzinfo=timezone.utc)
 SECRET = "chaos-harness-secret-of-thirty-two-bytes"
 CAP = 4
 LOOKAHEAD = 75
-FIRES_PER_MINUTE = 5.5  # of the agent set below (the schedule far behind is disabled most of the run)
+FIRES_PER_MINUTE = 7.5  # of the agent set below (the schedule far behind is disabled most of the run),
+# with the at() fires and the backfilled ones
 FULL_FIRES = 10_000
 SMOKE_FIRES = 350
 FINAL = {"SUCCEEDED", "DEAD", "CANCELLED", "SKIPPED"}
@@ -78,6 +89,12 @@ class AgentSpec:
     overlap: str = "ALLOW"
     behind: bool = False  # disabled for most of the run, then enabled again (catch-up ALL)
     seconds: tuple[int, int] = (5, 40)  # simulated run time, uniform
+    start_in: int = 0  # rate(): startAt (the anchor) this many seconds after the schedule is first saved
+    zone: str = "UTC"
+
+    @property
+    def kind_of_schedule(self) -> str:
+        return "at" if self.cron == "at" else "rate" if self.cron.startswith("rate(") else "cron"
 
 
 AGENTS = (
@@ -90,7 +107,13 @@ AGENTS = (
     AgentSpec("tenant-c", "c-behind", "* * * * *", "NORMAL", behind=True, seconds=(2, 10)),
     AgentSpec("tenant-c", "c-low", "*/4 * * * *", "LOW", seconds=(30, 55)),
     AgentSpec("tenant-c", "c-high", "* * * * *", "HIGH", seconds=(2, 12)),
+    AgentSpec("tenant-a", "a-rate", "rate(3 minutes)", "NORMAL", start_in=45, seconds=(5, 30)),
+    AgentSpec("tenant-b", "b-rate", "rate(7 minutes)", "HIGH", overlap="SKIP", start_in=100, seconds=(20, 60)),
+    # "at": a one-off at() time, chosen when saved (again after each fire)
+    AgentSpec("tenant-b", "b-at", "at", "HIGH", seconds=(5, 20)),
+    AgentSpec("tenant-c", "c-at", "at", "CRITICAL", zone="Europe/Paris", seconds=(5, 20)),
 )
+BACKFILL_SHARE = 0.15  # of the simulated minutes that start a backfill over a live schedule
 
 
 # --- the simulation core ---------------------------------------------------------------------------
@@ -207,6 +230,7 @@ def _fast_moto_queries():
     from moto.dynamodb.models.table import Table
 
     original = Table.query
+    lock = threading.RLock()
 
     def query(self, hash_key, range_comparison, range_objs, limit, exclusive_start_key, scan_index_forward,
               projection_expressions, index_name=None, *args, hash_key_conditions=None, **kwargs):
@@ -235,11 +259,12 @@ def _fast_moto_queries():
                 return sorted(self.items.get(hash_key, {}).values(), key=lambda x: x.range_key)
         else:
             return call()
-        setattr(self, "all_items", some_items)
-        try:
-            return call()
-        finally:
-            del self.all_items
+        with lock:  # the app's thread pools (backfill writers) query the same table at once
+            setattr(self, "all_items", some_items)
+            try:
+                return call()
+            finally:
+                del self.all_items
 
     setattr(Table, "query", query)
 
@@ -306,6 +331,11 @@ class Chaos:
         self.agent_ids: dict[str, str] = {}
         self.agent_of: dict[str, AgentSpec] = {}
         self.enabled_spans: dict[str, list[list[float | None]]] = {}
+        self.anchors: dict[str, float] = {}  # rate(): the startAt each schedule was saved with
+        self.at_fires: dict[str, list[float]] = {}  # at(): every time a save of it was answered 200
+        self.at_saving: set[str] = set()
+        self.backfilled: set[tuple[str, float]] = set()  # the fires of every window answered 202
+        self.end = 0.0
 
     # --- set-up -----------------------------------------------------------------
     def _api(self, method: str, path: str, tenant: str, body=None) -> tuple[int, Any]:
@@ -316,6 +346,12 @@ class Chaos:
     def _schedule(self, spec: AgentSpec, enabled: bool) -> None:
         aid = self.agent_ids[spec.name]
         body = {"cronExpression": spec.cron, "priority": spec.priority, "overlapPolicy": spec.overlap, "enabled": enabled}
+        if spec.kind_of_schedule == "rate":
+            anchor = self.anchors.setdefault(aid, float(int(self.sim.now + spec.start_in)))
+            body["expression"] = body.pop("cronExpression")
+            body["startAt"] = _iso(anchor)
+        if spec.zone != "UTC":
+            body["timezone"] = spec.zone
         if spec.behind:
             body.update(catchup="ALL", catchupWindowSeconds=7 * 86400)
         code, out = self._api("POST", f"/api/agents/{aid}/schedule", spec.tenant, body)
@@ -342,10 +378,83 @@ class Chaos:
                 raise RuntimeError(f"agent {spec.name}: {code} {out}")
             self.agent_ids[spec.name] = out["id"]
             self.agent_of[out["id"]] = spec
+            if spec.kind_of_schedule == "at":
+                self._save_at(spec, self.sim.now + self.rng.uniform(60, 600))
+                continue
             self._schedule(spec, True)
             if spec.behind:
                 self._schedule(spec, False)
                 self.sim.clock.advance(BEHIND_HOURS * 3600)
+
+    def _save_at(self, spec: AgentSpec, fire: float) -> int:
+        """Save ``at()`` of ``fire`` (whole seconds) as wall time in the schedule's zone."""
+        aid = self.agent_ids[spec.name]
+        fire = float(int(fire))
+        wall = datetime.fromtimestamp(fire, tz=ZoneInfo(spec.zone)).replace(tzinfo=None).isoformat()
+        body = {"expression": f"at({wall})", "priority": spec.priority, "timezone": spec.zone}
+        code, out = self._api("POST", f"/api/agents/{aid}/schedule", spec.tenant, body)
+        self.stats[f"at-save:{code}"] += 1
+        if code == 200:
+            self.at_fires.setdefault(aid, []).append(fire)
+        elif not self.sim.chaos or code < 500:  # only an injected fault may fail it
+            raise RuntimeError(f"at() schedule {spec.name}: {code} {out}")
+        return code
+
+    def _at_task(self, when: float, spec: AgentSpec) -> None:
+        """Save the next at() of an agent whose last one has fired: often inside the lookahead,
+        so the save admits it while the tick may be planning the same schedule."""
+        aid = self.agent_ids[spec.name]
+        self.at_saving.add(aid)
+
+        def call() -> None:
+            try:
+                ahead = self.rng.uniform(10, LOOKAHEAD) if self.rng.random() < 0.6 else self.rng.uniform(LOOKAHEAD, 600)
+                fire = self.sim.now + ahead
+                if fire <= self.end - 60:  # an at() time must fire before the run ends to be counted
+                    self._save_at(spec, fire)
+            finally:
+                self.at_saving.discard(aid)
+
+        self.sim.spawn(when, Task("api:at", "api"), call, self._api_done)
+
+    def _fire_times(self, aid: str):
+        from chalicelib.domain.cron import CronSchedule
+        from chalicelib.domain.expressions import parse_expression
+
+        spec = self.agent_of[aid]
+        if spec.kind_of_schedule == "cron":
+            return CronSchedule.parse(spec.cron, spec.zone, hash_id=aid)
+        return parse_expression(spec.cron, spec.zone, hash_id=aid, anchor=self.anchors.get(aid))
+
+    def _backfill_task(self, when: float, spec: AgentSpec, back: float | None = None,
+                       window: tuple[float, float] | None = None, retries: int = 0) -> None:
+        """``POST /backfill`` over ``window``, or over the ``back`` seconds before the moment it
+        runs (sent again up to ``retries`` times after a 5xx, as a client would). On 202 every
+        fire of the window must end up run (or skipped with a reason) once."""
+        aid = self.agent_ids[spec.name]
+
+        def call() -> None:
+            lo, hi = window if window is not None else (float(int(self.sim.now - (back or 60))), float(int(self.sim.now)))
+            body = {"from": _iso(lo), "to": _iso(hi), "maxRuns": 100,
+                    "priority": self.rng.choice(("CRITICAL", "HIGH", "NORMAL", "LOW"))}
+            code, out = self._api("POST", f"/api/agents/{aid}/backfill", spec.tenant, body)
+            self.stats[f"backfill:{code}"] += 1
+            if code != 202:
+                if code < 500:
+                    raise RuntimeError(f"backfill {spec.name} {body}: {code} {out}")
+                if retries > 0:
+                    self._backfill_task(self.sim.now + self.rng.uniform(1, 5), spec, back, (lo, hi), retries - 1)
+                return
+            if window is not None and spec.behind:
+                self.stats["behind-backfill:202"] += 1
+            self.stats["backfill_created"] += out["created"]
+            fires = self._fire_times(aid)
+            t = fires.next_after(datetime.fromtimestamp(lo - 0.001, tz=timezone.utc))
+            while t is not None and t.timestamp() < hi:
+                self.backfilled.add((aid, t.timestamp()))
+                t = fires.next_after(t)
+
+        self.sim.spawn(when, Task("api:backfill", "api"), call, self._api_done)
 
     # --- the seams --------------------------------------------------------------------
     def _install(self):
@@ -446,8 +555,8 @@ class Chaos:
             rank = a.get("pending_rank")
             if rank is None or a.get("pending_shard") is None:
                 continue
-            prio, eligible_ms, sid = rank.value.split("#", 2)
-            out[sid] = (int(a["attempt"].value), (int(prio), int(eligible_ms) / 1000.0, sid))
+            prio, eligible_ms, sid = rank.value.split("#", 2)  # eligible_ms: "B..." in the backfill lane
+            out[sid] = (int(a["attempt"].value), (int(prio), int(eligible_ms.lstrip("B")) / 1000.0, sid))
         return out
 
     def _check_order(self, admitted, now: float, how: str) -> None:
@@ -631,6 +740,17 @@ class Chaos:
             prio = rng.choice(("CRITICAL", "HIGH", "NORMAL", "LOW"))
             self._api_task(self.sim.now + rng.uniform(0, 59), "run-now", spec.tenant, "POST",
                            f"/api/agents/{aid}/run", {"priority": prio})
+        if self.sim.chaos and rng.random() < BACKFILL_SHARE:
+            # The last minutes of a live schedule: the tick planned those fires, or is planning
+            # the newest at this moment; the backfill must add nothing twice.
+            spec = rng.choice([a for a in AGENTS if a.kind_of_schedule != "at" and not a.behind])
+            self._backfill_task(self.sim.now + rng.uniform(0, 59), spec, back=rng.uniform(60, 600))
+        for spec in AGENTS:
+            aid = self.agent_ids[spec.name]
+            fired = self.at_fires.get(aid, [])
+            if spec.kind_of_schedule == "at" and self.sim.chaos and aid not in self.at_saving \
+                    and (not fired or fired[-1] < self.sim.now) and rng.random() < 0.35:
+                self._at_task(self.sim.now + rng.uniform(0, 59), spec)
 
     def _tenant_of(self, agent_id: str) -> str:
         return self.agent_of[agent_id].tenant
@@ -647,6 +767,8 @@ class Chaos:
     def _api_done(self, task: Task, err: BaseException | None) -> None:
         if err is not None:
             self.stats[f"{task.name}:error:{type(err).__name__}"] += 1
+            if not isinstance(err, Killed):
+                self.log(f"{task.name}: {type(err).__name__}: {err}")
 
     def _archive(self) -> None:
         """Final sessions older than an hour leave moto's table for the harness's archive,
@@ -749,7 +871,13 @@ class Chaos:
         end = start + self.minutes * 60
         behind = next(s for s in AGENTS if s.behind)
         enable_at = start + self.minutes * 60 * 0.7
+        self.end = end
         sim.at(enable_at, lambda: self._api_task_direct(lambda: self._schedule(behind, True)))
+        # The first hour of its disabled time, backfilled while its catch-up writes the same fires.
+        # (From two minutes after its first save: the fires planned by that save ran long ago, and the
+        # harness has archived their sessions, which a backfill would not find.)
+        lo = float(int(self.enabled_spans[self.agent_ids[behind.name]][0][0] or start) + 120)
+        sim.at(enable_at, lambda: self._backfill_task(sim.now, behind, window=(lo, lo + 3600), retries=5))
         m = 0
         while start + 60 * m <= end:
             sim.at(start + 60 * m, lambda: self._minute(container_b))
@@ -786,7 +914,8 @@ class Chaos:
                 self._drain_queues()
             if not stopped and minute >= end + 300:
                 for spec in AGENTS:
-                    self._api_task_direct(lambda spec=spec: self._schedule(spec, False))
+                    if spec.kind_of_schedule != "at":  # an at() schedule has fired: nothing to stop
+                        self._api_task_direct(lambda spec=spec: self._schedule(spec, False))
                 stopped = True
                 continue
             # quiet: nothing left to deliver, every session final; then three more ticks
@@ -808,7 +937,6 @@ class Chaos:
     def _check(self, start: float, end: float) -> Result:
         from chalicelib.adapters.dynamo import session_from_item
         from chalicelib.adapters.tables import SessionModel
-        from chalicelib.domain.cron import CronSchedule
         from chalicelib.domain.ids import scheduled_session_id
 
         stored = []
@@ -831,14 +959,16 @@ class Chaos:
 
         expected = []
         for aid, spans in self.enabled_spans.items():
-            spec = self.agent_of[aid]
-            cron = CronSchedule.parse(spec.cron, "UTC", hash_id=aid)
+            cron = self._fire_times(aid)  # cron or rate()
             for lo, hi in spans:
                 hi = end if hi is None else min(hi, end)
                 t = cron.next_after(datetime.fromtimestamp(float(lo or 0), tz=timezone.utc))
                 while t is not None and t.timestamp() <= hi:
                     expected.append((aid, t.timestamp()))
                     t = cron.next_after(t)
+        for aid, fires in self.at_fires.items():
+            expected.extend((aid, fire) for fire in fires if fire <= end)
+        expected.extend(sorted(self.backfilled - set(expected)))
         lost = []
         for aid, fire in expected:
             got = by_id.get((aid, scheduled_session_id(aid, fire)))
@@ -847,7 +977,7 @@ class Chaos:
         for aid, fire in lost[:10]:
             self.log(f"lost: {self.agent_of[aid].name} fire {datetime.fromtimestamp(fire, tz=timezone.utc)}")
 
-        per_fire = Counter((s.agent_id, s.scheduled_for) for s in stored if s.trigger.value == "SCHEDULE")
+        per_fire = Counter((s.agent_id, s.scheduled_for) for s in stored if s.trigger.value in ("SCHEDULE", "BACKFILL"))
         dup_fires = sum(n - 1 for n in per_fire.values() if n > 1)
         duplicates = len(self.dup_starts) + dup_fires + dup_rows
 
@@ -866,11 +996,18 @@ class Chaos:
                 counters[name] = 0
         statuses = Counter(s.status.value for s in stored)
         skips = Counter(s.skip_reason for s in stored if s.status.value == "SKIPPED")
+        by_kind = Counter(self.agent_of[aid].kind_of_schedule for aid, _ in expected)
         details = {"simulated_minutes": self.minutes, "sessions": len(stored), "statuses": dict(statuses),
+                   "fires_by_kind": dict(by_kind), "backfilled_fires": len(self.backfilled),
+                   "triggers": dict(Counter(s.trigger.value for s in stored)),
                    "skip_reasons": dict(skips), "counters_at_end": counters, "stats": dict(self.stats),
                    "aws_calls": {f"{k}:{o}": n for (k, o), n in sorted(self.calls.items())}}
         return Result(len(expected), len(lost), duplicates, len(stuck), len(self.cap_violations),
                       len(self.inversions), details)
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def _dyn(value: str):
