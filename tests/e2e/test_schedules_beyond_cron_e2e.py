@@ -2,7 +2,7 @@
 
 Like the minute schedule in test_local_system.py, these wait for real fires, so every fire is
 chosen a few seconds ahead of the moment the schedule is saved (not a minute boundary): the
-whole module waits about ten seconds of wall time. Times are compared with the values the
+whole module waits about twenty seconds of wall time. Times are compared with the values the
 system itself reports (``scheduledFor``, ``startedAt``), never with the test's own clock.
 """
 from __future__ import annotations
