@@ -56,6 +56,22 @@ def _op(operation_id: str, tag: str, summary: str, ok: dict, *, params=(), body:
     return op
 
 
+IDEMPOTENT_OPERATIONS = (("/api/agents", "post"), ("/api/agents/{agent_id}/run", "post"),
+                         ("/api/agents/{agent_id}/backfill", "post"))
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "description": "Makes the request happen once per tenant for 24 h: the same key with the same method, path and "
+                   "body answers the first 2xx answer again (header Idempotent-Replayed: true); with another "
+                   "request it is 422 IDEMPOTENCY_KEY_REUSED; while the first still runs, 409 IDEMPOTENCY_KEY_IN_USE.",
+}
+
+
+def _with_idempotency_key(op: dict) -> None:
+    op["parameters"].append(IDEMPOTENCY_KEY)
+    op["responses"].update(_resp("409", "IDEMPOTENCY_KEY_IN_USE: a request with this key is still in progress", ERR))
+    op["responses"].update(_resp("422", "IDEMPOTENCY_KEY_REUSED: the key was used with another request", ERR))
+
+
 def ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -259,6 +275,8 @@ def openapi_document() -> dict:
         "/dashboard": {"get": {"operationId": "getDashboard", "tags": ["meta"], "summary": "The dashboard (HTML)", "security": [],
                                "responses": {"200": {"description": "the page", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
     }
+    for path, method in IDEMPOTENT_OPERATIONS:
+        _with_idempotency_key(paths[path][method])
     return {
         "openapi": "3.1.0",
         "info": {"title": "Agent Scheduler", "version": "1.0.0",
