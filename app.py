@@ -132,8 +132,10 @@ def create_agent(principal, body):
 @api()
 def list_agents(principal):
     q = _q()
-    no_unknown_query(q, {"limit", "nextToken"})
-    return container().agent_service.list(principal.tenant_id, query_int(q, "limit", 50, 1, 100), query_str(q, "nextToken"))
+    no_unknown_query(q, {"limit", "nextToken", "label"})
+    labels = [] if "label" not in q else q.getlist("label") if hasattr(q, "getlist") else [q["label"]]
+    return container().agent_service.list(principal.tenant_id, query_int(q, "limit", 50, 1, 100), query_str(q, "nextToken"),
+                                          labels)
 
 
 @app.route("/api/agents/{agent_id}", methods=["GET"])

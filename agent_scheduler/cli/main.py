@@ -190,7 +190,7 @@ def _schedule_label(schedule: Mapping[str, Any] | None) -> str | None:
 
 
 def _agent_table(out: Output, agent: dict) -> None:
-    description, applyset = applying.split_description(agent.get("description"))
+    description, applyset = applying.split_description(agent.get("description"))[0], applying.applyset_of(agent)
     pairs = [("name", agent.get("name")), ("id", agent.get("id")), ("kind", agent.get("kind")),
              ("description", description), ("applyset", applyset), ("config", agent.get("config"))]
     skip = {"name", "id", "kind", "description", "config", "schedule", "signingSecret"}

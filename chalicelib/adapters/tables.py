@@ -58,6 +58,7 @@ class AgentTenantModel(Model):
     kind = UnicodeAttribute()
     description = UnicodeAttribute(null=True)
     config = JSONAttribute(null=True)
+    labels = MapAttribute(null=True)  # string -> string (a raw map, so a Query can filter on one label)
     timeout_seconds = NumberAttribute()
     max_retries = NumberAttribute()
     created_at = NumberAttribute()

@@ -33,6 +33,9 @@ ERR = {"$ref": "#/components/schemas/Error"}
 AGENT_ID = {"name": "agent_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, "maxLength": 100}}
 SESSION_ID = {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, "maxLength": 100}}
 LIMIT = {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 100}}
+LABEL = {"name": "label", "in": "query", "required": False, "explode": True,
+         "schema": {"type": "array", "items": {"type": "string", "maxLength": 320}},
+         "description": "key=value: only agents with this label (repeat it: all must hold); a page may hold fewer than limit"}
 TOKEN = {"name": "nextToken", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 2048}}
 
 
@@ -207,7 +210,7 @@ def openapi_document() -> dict:
         "/api/openapi.json": {"get": _op("getOpenApiDocument", "meta", "This document", _resp("200", "OpenAPI 3 document", {"type": "object"}), errors=(), public=True)},
         "/api/agents": {
             "post": _op("createAgent", "agents", "Create an agent", _resp("201", "the agent", R("Agent")), body=R("AgentCreate"), errors=("400", "401")),
-            "get": _op("listAgents", "agents", "List your agents", _resp("200", "a page of agents", R("AgentPage")), params=[LIMIT, TOKEN], errors=("400", "401")),
+            "get": _op("listAgents", "agents", "List your agents", _resp("200", "a page of agents", R("AgentPage")), params=[LIMIT, TOKEN, LABEL], errors=("400", "401")),
         },
         "/api/agents/{agent_id}": {
             "get": _op("getAgent", "agents", "Read an agent", _resp("200", "the agent", R("Agent")), params=[AGENT_ID], errors=("401", "404")),
