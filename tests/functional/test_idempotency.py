@@ -134,7 +134,7 @@ def test_a_crashed_request_leaves_its_key_usable_once_its_lease_ran_out(system):
     assert record["status"]["S"] == "INPROGRESS" and int(record["in_progress_expiration"]["N"]) > 0
     with pytest.raises(Exception) as held:
         store.call("tenant-a", "k", fp, lambda: (201, {"n": 2}))
-    assert held.value.code == "IDEMPOTENCY_KEY_IN_USE"  # type: ignore[attr-defined]
+    assert held.value.code == "IDEMPOTENCY_KEY_IN_USE"
     # The lease runs out (its deadline is in the past): the key is free again.
     client = boto3.client("dynamodb", region_name=system.settings.region)
     client.update_item(TableName=system.settings.control_table, Key={"pk": record["pk"]},
