@@ -76,7 +76,7 @@ class StateDir:
     def lock(self) -> None:
         """Hold the directory for this process; a second system on it is refused."""
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
+            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise StateError(f"{STATE_DIR_ENV}: cannot use {self.path} ({exc.strerror or exc})") from None
@@ -108,9 +108,10 @@ class StateDir:
         return data
 
     def save(self, data: dict) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = self.file.with_name(f".{STATE_FILE}.tmp")
-        with open(tmp, "w") as out:
+        # 0600 like the CLI's profile: agent configs hold headers and secrets
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
             json.dump(data, out, separators=(",", ":"))
             out.flush()
             os.fsync(out.fileno())

@@ -83,6 +83,7 @@ def test_snapshots_replace_the_file_whole_and_a_last_one_is_taken_at_stop(tmp_pa
     snaps.start()
     assert snaps.stop() and json.loads((tmp_path / STATE_FILE).read_text()) == {"format": 1, "n": 0}
     assert [p.name for p in tmp_path.iterdir()] == [STATE_FILE]  # no temporary file left
+    assert (tmp_path / STATE_FILE).stat().st_mode & 0o777 == 0o600  # agent configs hold secrets
 
 
 def test_a_failed_snapshot_keeps_the_last_good_one(tmp_path):
