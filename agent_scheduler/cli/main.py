@@ -249,13 +249,23 @@ def status_cmd(ctx: typer.Context, json_output: JsonOpt = False) -> None:
 # --- agents ---------------------------------------------------------------------------------------
 @agents_app.command("list")
 @command
-def agents_list(ctx: typer.Context, json_output: JsonOpt = False) -> None:
+def agents_list(
+    ctx: typer.Context,
+    label: Annotated[list[str] | None, typer.Option("--label", help="KEY=VALUE: only agents with this label (repeat: all must hold).", show_default=False)] = None,
+    json_output: JsonOpt = False,
+) -> None:
     """Every agent of your tenant, with its schedule and next run.
 
-    Example:  agent-scheduler agents list --json | jq -r '.items[].name'
+    Example:  agent-scheduler agents list --label team=ops --json | jq -r '.items[].name'
     """
     out = Output(json_output)
-    items: list[dict] = [dict(a) for a in state(ctx).client().iter_agents()]
+    wanted: dict[str, str] = {}
+    for raw in label or []:
+        key, sep, value = raw.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"KEY=VALUE, got {raw!r}", param_hint="--label")
+        wanted[key] = value
+    items: list[dict] = [dict(a) for a in state(ctx).client().iter_agents(wanted or None)]
 
     def human() -> None:
         rows = []
