@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit check venv clean synth deploy bench test-scale chaos
+.PHONY: run test unit check venv clean synth deploy bench test-scale chaos reset
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-cli.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ venv: $(STAMP)
 CLI_PROFILE ?= .local/profile.json
 run: $(STAMP)
 	SCHEDULER_PROFILE=$(CLI_PROFILE) $(PY) -m local.run
+
+# Forget everything `make run` kept (SCHEDULER_LOCAL_STATE_DIR, default .local/state); refused while it runs.
+reset:
+	$(or $(wildcard $(PY)),$(PYTHON)) -m local.state reset
 
 test: $(INFRA_STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile

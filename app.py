@@ -58,8 +58,9 @@ def _error(exc: SchedulerError) -> Response:
 
 
 def api(*, auth_required: bool = True, admin: bool = False, body: Literal["required", "optional"] | None = None,
-        status: int = 200):
-    """Wrap a view: auth, JSON body, one error mapping, never a 500 for bad input."""
+        status: int = 200, idempotent: bool = False):
+    """Wrap a view: auth, JSON body, one error mapping, never a 500 for bad input.
+    ``idempotent``: an ``Idempotency-Key`` makes the request happen once (chalicelib/api/idempotent.py)."""
 
     def decorate(fn):
         @functools.wraps(fn)
@@ -75,10 +76,17 @@ def api(*, auth_required: bool = True, admin: bool = False, body: Literal["requi
                     kwargs["principal"] = principal
                 if body:
                     kwargs["body"] = parse_json_body(req.raw_body, required=body == "required")
-                result = fn(**kwargs)
+                extra: dict[str, str] = {}
+                if idempotent:
+                    from chalicelib.api.idempotent import answer
+
+                    code, result, extra = answer(container(), kwargs["principal"].tenant_id, req, kwargs.get("body"),
+                                                 status, lambda: fn(**kwargs))
+                else:
+                    code, result = status, fn(**kwargs)
                 if result is None:
                     return Response(body="", status_code=204)
-                return Response(body=result, status_code=status, headers={"Content-Type": "application/json"})
+                return Response(body=result, status_code=code, headers={"Content-Type": "application/json", **extra})
             except SchedulerError as exc:
                 if exc.status_code >= 500:
                     log.exception("request failed")
@@ -115,7 +123,7 @@ def openapi():
 
 # --- agents ----------------------------------------------------------------------------
 @app.route("/api/agents", methods=["POST"], content_types=JSON_TYPES)
-@api(body="required", status=201)
+@api(body="required", status=201, idempotent=True)
 def create_agent(principal, body):
     return container().agent_service.create(principal.tenant_id, body)
 
@@ -124,8 +132,10 @@ def create_agent(principal, body):
 @api()
 def list_agents(principal):
     q = _q()
-    no_unknown_query(q, {"limit", "nextToken"})
-    return container().agent_service.list(principal.tenant_id, query_int(q, "limit", 50, 1, 100), query_str(q, "nextToken"))
+    no_unknown_query(q, {"limit", "nextToken", "label"})
+    labels = [] if "label" not in q else q.getlist("label") if hasattr(q, "getlist") else [q["label"]]
+    return container().agent_service.list(principal.tenant_id, query_int(q, "limit", 50, 1, 100), query_str(q, "nextToken"),
+                                          labels)
 
 
 @app.route("/api/agents/{agent_id}", methods=["GET"])
@@ -173,7 +183,7 @@ def validate_schedule(principal, body):
 
 # --- runs and sessions ---------------------------------------------------------------------
 @app.route("/api/agents/{agent_id}/run", methods=["POST"], content_types=JSON_TYPES)
-@api(body="optional", status=202)
+@api(body="optional", status=202, idempotent=True)
 def run_agent(principal, agent_id, body):
     return container().agent_service.run_now(principal.tenant_id, agent_id, body)
 
@@ -306,7 +316,7 @@ def agent_fires(principal, agent_id):
 
 # --- schedules beyond cron: backfill and history -------------------------------------------------------
 @app.route("/api/agents/{agent_id}/backfill", methods=["POST"], content_types=JSON_TYPES)
-@api(body="required", status=202)
+@api(body="required", status=202, idempotent=True)
 def backfill_agent(principal, agent_id, body):
     return container().schedule_service.backfill(principal.tenant_id, agent_id, body)
 

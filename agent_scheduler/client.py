@@ -316,11 +316,14 @@ class SchedulerClient:
         return self.request("POST", "/api/agents", json=body, headers=self._creating(idempotency_key))
 
     @operation("GET", "/api/agents")
-    def list_agents(self, *, limit: int | None = None, next_token: str | None = None) -> Page:
-        return self.request("GET", "/api/agents", params={"limit": limit, "nextToken": next_token})
+    def list_agents(self, *, limit: int | None = None, next_token: str | None = None,
+                    labels: dict[str, str] | None = None) -> Page:
+        """``labels``: only agents carrying every one of them."""
+        selectors = [f"{k}={v}" for k, v in (labels or {}).items()] or None
+        return self.request("GET", "/api/agents", params={"limit": limit, "nextToken": next_token, "label": selectors})
 
-    def iter_agents(self) -> Iterator[Agent]:
-        return self.paginate(self.list_agents)
+    def iter_agents(self, labels: dict[str, str] | None = None) -> Iterator[Agent]:
+        return self.paginate(self.list_agents, labels=labels) if labels else self.paginate(self.list_agents)
 
     @operation("GET", "/api/agents/{agent_id}")
     def get_agent(self, agent_id: str) -> Agent:

@@ -58,7 +58,8 @@ ACCESS: dict[str, tuple[Access, ...]] = {
         Access(f"index:sessions:{PENDING_INDEX}", (QUERY,)),
         Access(f"index:sessions:{DLQ_INDEX}", (QUERY, SCAN)),  # Scan: an admin lists every tenant's
         Access(f"index:sessions:{ACTIVE_INDEX}", (QUERY,)),  # status: runs holding slots
-        Access("table:control", (GET, UPDATE, BATCH_GET)),  # BatchGet: the slot counters
+        # BatchGet: the slot counters; Put/Delete: idempotency records (Idempotency-Key)
+        Access("table:control", (GET, PUT, UPDATE, DELETE, BATCH_GET)),
         Access("queue:work", (SQS_SEND,)),  # run now, cancel and redrive admit at once
         Access("queue:dlq", (SQS_RECEIVE, SQS_DELETE, SQS_VISIBILITY)),  # redrive drains the DLQ
         Access("secret:jwt", (READ_SECRET,)),  # bearer tokens

@@ -8,7 +8,10 @@
   ``SCHEDULER_API_PORT``;
 - the WebSocket gateway and the ``@connections`` management API on ``SCHEDULER_WS_PORT``;
 - the tick every ``SCHEDULER_TICK_SECONDS`` (the first one at once) and the SQS
-  poller feeding the worker, both through the app's own Lambda handlers.
+  poller feeding the worker, both through the app's own Lambda handlers;
+- with ``SCHEDULER_LOCAL_STATE_DIR`` (default ``.local/state``; empty: memory only),
+  the tables restored from the last snapshot before the tick starts, and saved every
+  5 s and at shutdown (local/state.py).
 
 Prints the URLs and development tokens, logs one line per run state change,
 and stops cleanly on Ctrl-C or SIGTERM. A bad setting stops start-up with a
@@ -34,11 +37,13 @@ if str(ROOT) not in sys.path:  # `app` and `chalicelib` live at the repository r
 
 from chalicelib.errors import ConfigError  # noqa: E402
 from chalicelib.settings import API_PORT, WS_PORT, Settings  # noqa: E402
+from local.state import StateError, state_dir_from_env  # noqa: E402
 
 if TYPE_CHECKING:  # imported where used: moto and the services load only when the system starts
     from chalicelib.services.container import Container
     from local.loops import SqsPoller, TickLoop
     from local.moto_server import MotoServer
+    from local.state import Snapshotter, StateDir
 
 log = logging.getLogger("local.run")
 
@@ -54,6 +59,7 @@ WS_MAX_MESSAGE_BYTES = 128 * 1024  # API Gateway's WebSocket message limit
 class LocalOptions:
     settings: Settings
     moto_port: int
+    state_dir: Path | None = None  # None: memory only
 
 
 def read_options(env=None) -> LocalOptions:
@@ -72,7 +78,7 @@ def read_options(env=None) -> LocalOptions:
             raise ConfigError(f"{MOTO_PORT} must be between 0 and 65535, got {moto_port}")
     if settings.api_port == settings.ws_port:
         raise ConfigError(f"{API_PORT} and {WS_PORT} must differ (both {settings.api_port})")
-    return LocalOptions(settings, moto_port)
+    return LocalOptions(settings, moto_port, state_dir_from_env(env, ROOT))
 
 
 def quiet_warnings() -> None:
@@ -180,10 +186,18 @@ class System:
         self.servers: list = []
         self.stopping = threading.Event()
         self.failed = False
+        self.state: StateDir | None = None
+        self.snapshots: Snapshotter | None = None
+        self.restored: dict[str, int] = {}
 
     # --- start ----------------------------------------------------------------------
     def prepare(self) -> None:
         s = self.options.settings
+        if self.options.state_dir is not None:
+            from local.state import StateDir
+
+            self.state = StateDir(self.options.state_dir)
+            self.state.lock()
         self.api_sock = bind(s.api_port, API_PORT)
         self.ws_sock = bind(s.ws_port, WS_PORT)
         from devtools import moto_fixes
@@ -205,6 +219,22 @@ class System:
         self.container = Container(settings)
         wiring.set_container(self.container)
         self.settings = settings
+        if self.state is not None:
+            self.keep_state(self.state)
+
+    def keep_state(self, state: StateDir) -> None:
+        """Restore the last snapshot into the new tables, then snapshot from now on (local/state.py)."""
+        from local.state import Snapshotter, restore, snapshot
+
+        assert self.container is not None
+        dynamodb = self.container.client("dynamodb")
+        data = state.load()
+        if data is not None:
+            self.restored = restore(dynamodb, data)
+            log.info("state restored from %s: %s", state.file,
+                     ", ".join(f"{name} {n}" for name, n in sorted(self.restored.items())) or "empty")
+        skip = frozenset({self.settings.connections_table})  # connections end with the process
+        self.snapshots = Snapshotter(state, lambda: snapshot(dynamodb, skip=skip))
 
     def build_servers(self):
         import uvicorn
@@ -248,6 +278,8 @@ class System:
                                 region=s.region)
         self.poller.start()
         self.tick.start()
+        if self.snapshots is not None:
+            self.snapshots.start()
 
     def banner(self) -> str:
         from chalicelib.api.auth import issue
@@ -269,6 +301,8 @@ class System:
             f"  @connections   http://{HOST}:{s.ws_port}/@connections/{{connectionId}}",
             f"  AWS (moto)     {self.moto.url}   (aws --endpoint-url {self.moto.url} sqs list-queues)",
             f"  tick every {s.tick_seconds:g} s, at most {s.max_concurrent_agents} agents at once",
+            (f"  state kept in  {self.state.path}   (`make reset` empties it)" if self.state is not None
+             else "  state kept in memory only (SCHEDULER_LOCAL_STATE_DIR is empty)"),
             "",
             f"Development token (tenant {DEV_TENANT!r}, valid {days} days):",
             f"export TOKEN={token}",
@@ -321,15 +355,19 @@ class System:
         if self.tick is not None:
             self.tick.stop()
         if self.poller is not None and not self.poller.stop(SHUTDOWN_GRACE_SECONDS):
-            log.info("runs still in progress are abandoned (the emulator's state goes with this process)")
+            log.info("runs still in progress are abandoned (with a state directory, the next start retries them)")
 
     def close(self) -> None:
         if self.container is not None:
             pusher = self.container.__dict__.get("pusher")
             if pusher is not None:
                 pusher.shutdown()
+        if self.snapshots is not None and self.snapshots.stop():
+            log.info("state saved to %s", self.snapshots.state.file)
         if self.moto is not None:
             self.moto.stop()
+        if self.state is not None:
+            self.state.unlock()
         for sock in (self.api_sock, self.ws_sock):
             if sock is not None:
                 sock.close()
@@ -352,7 +390,7 @@ def main() -> int:
         try:
             system.prepare()
             system.build_servers()
-        except PortError as exc:
+        except (PortError, StateError) as exc:
             print(f"agent-scheduler: {exc}", file=sys.stderr)
             return 1
         except ConfigError as exc:

@@ -8,11 +8,11 @@
 2. :func:`execute` carries the plan out through the client, one agent at a time;
    a failing agent does not stop the others.
 
-The apply set: agents this command creates carry the set's name, and
-``--prune`` deletes only agents of that set that the file no longer names.
-The agent record has no field for labels yet, so the set's name lives at the
-end of the agent's ``description`` as ``[applyset: NAME]`` (see
-:func:`split_description`); the rest of the description is the file's.
+The apply set: agents this command creates carry the set's name in the label
+:data:`APPLYSET_LABEL`, and ``--prune`` deletes only agents of that set that the
+file no longer names. Agents created before labels existed carry it at the end of
+their ``description`` as ``[applyset: NAME]`` (see :func:`split_description`): it is
+still read, and the next apply that touches such an agent moves it into the label.
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ import yaml
 from agent_scheduler.client import ApiError, ClientError, SchedulerClient
 
 APPLYSET_RE = re.compile(r"^[A-Za-z0-9._-]{1,63}$")
+APPLYSET_LABEL = "agent-scheduler/applyset"
 _MARKER_RE = re.compile(r"(?:\n\n)?\[applyset: ([A-Za-z0-9._-]{1,63})\]\Z")
 
 DEFAULT_TIMEOUT_SECONDS = 300
@@ -36,7 +37,8 @@ DEFAULT_MAX_RETRIES = 3  # SCHEDULER_MAX_RETRIES' documented default, when the s
 # The fields of an agent that a file describes, with the value they return to when left out
 # ("maxRetries" is filled in from the server's published default). Limits that only some
 # servers know are compared when the file or the server's record has them; left out, they are null.
-AGENT_DEFAULTS: dict[str, Any] = {"config": {}, "description": None, "timeoutSeconds": DEFAULT_TIMEOUT_SECONDS}
+AGENT_DEFAULTS: dict[str, Any] = {"config": {}, "description": None, "timeoutSeconds": DEFAULT_TIMEOUT_SECONDS,
+                                   "labels": {}}
 OPTIONAL_AGENT_FIELDS = ("maxConcurrency", "throttle", "budget", "heartbeatSeconds", "pauseAfterFailures", "pools")
 # The server fills these into a kind's config when absent; a file that leaves them out agrees.
 KIND_CONFIG_DEFAULTS: dict[str, dict] = {
@@ -76,7 +78,13 @@ def join_description(description: str | None, applyset: str | None) -> str | Non
 
 
 def applyset_of(agent: dict) -> str | None:
-    return split_description(agent.get("description"))[1]
+    """The apply set an agent belongs to: its label, else the older mark in its description."""
+    label = (agent.get("labels") or {}).get(APPLYSET_LABEL)
+    return label or split_description(agent.get("description"))[1]
+
+
+def _with_set(labels: dict | None, applyset: str | None) -> dict:
+    return {**(labels or {}), **({APPLYSET_LABEL: applyset} if applyset else {})}
 
 
 def default_applyset(path: str) -> str:
@@ -124,6 +132,9 @@ def load(text: str, source: str) -> list[dict]:
             raise FileError(f"{where}.description must be a string")
         if spec.get("config") is not None and not isinstance(spec["config"], dict):
             raise FileError(f"{where}.config must be an object")
+        labels = spec.get("labels")
+        if labels is not None and (not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values())):
+            raise FileError(f"{where}.labels must be an object of strings")
         schedule = spec.get("schedule")
         if schedule is not None:
             if not isinstance(schedule, dict):
@@ -259,8 +270,8 @@ def plan(specs: list[dict], current: list[dict], *, applyset: str, prune: bool,
 def _create_step(name: str, desired: dict, schedule: dict | None, applyset: str) -> Step:
     body = {"name": name}
     for k, v in desired.items():
-        if k == "description":
-            v = join_description(v, applyset)
+        if k == "labels":
+            v = _with_set(v, applyset)
         if v is not None:
             body[k] = v
     changes = [Change(k, None, v) for k, v in desired.items() if not _empty(v)]
@@ -271,8 +282,9 @@ def _create_step(name: str, desired: dict, schedule: dict | None, applyset: str)
 
 def _update_step(agent: dict, desired: dict, schedule: dict | None) -> Step:
     kind = desired["kind"]
-    user_description, label = split_description(agent.get("description"))
+    applyset = applyset_of(agent)  # kept: an agent stays in (or out of) its set
     fields = dict(desired)
+    fields["labels"] = _with_set(desired.get("labels"), applyset)
     for k in OPTIONAL_AGENT_FIELDS:
         if k in agent:
             fields.setdefault(k, None)
@@ -280,13 +292,11 @@ def _update_step(agent: dict, desired: dict, schedule: dict | None) -> Step:
     for k, new in fields.items():
         if k == "config":
             old, new_cmp = agent.get("config") or {}, normalized_config(kind, new)
-        elif k == "description":
-            old, new_cmp = user_description, new
-        else:
+        else:  # an older set mark in the description moves into the labels
             old, new_cmp = agent.get(k), new
         if not _same(k, old, new_cmp):
             changes.append(Change(k, old, new))
-            patch[k] = join_description(new, label) if k == "description" else new
+            patch[k] = new
     if "kind" in patch:
         patch["config"] = fields.get("config") or {}
     sched_changes = schedule_changes(agent.get("schedule"), schedule)

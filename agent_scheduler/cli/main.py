@@ -190,7 +190,7 @@ def _schedule_label(schedule: Mapping[str, Any] | None) -> str | None:
 
 
 def _agent_table(out: Output, agent: dict) -> None:
-    description, applyset = applying.split_description(agent.get("description"))
+    description, applyset = applying.split_description(agent.get("description"))[0], applying.applyset_of(agent)
     pairs = [("name", agent.get("name")), ("id", agent.get("id")), ("kind", agent.get("kind")),
              ("description", description), ("applyset", applyset), ("config", agent.get("config"))]
     skip = {"name", "id", "kind", "description", "config", "schedule", "signingSecret"}
@@ -249,13 +249,23 @@ def status_cmd(ctx: typer.Context, json_output: JsonOpt = False) -> None:
 # --- agents ---------------------------------------------------------------------------------------
 @agents_app.command("list")
 @command
-def agents_list(ctx: typer.Context, json_output: JsonOpt = False) -> None:
+def agents_list(
+    ctx: typer.Context,
+    label: Annotated[list[str] | None, typer.Option("--label", help="KEY=VALUE: only agents with this label (repeat: all must hold).", show_default=False)] = None,
+    json_output: JsonOpt = False,
+) -> None:
     """Every agent of your tenant, with its schedule and next run.
 
-    Example:  agent-scheduler agents list --json | jq -r '.items[].name'
+    Example:  agent-scheduler agents list --label team=ops --json | jq -r '.items[].name'
     """
     out = Output(json_output)
-    items: list[dict] = [dict(a) for a in state(ctx).client().iter_agents()]
+    wanted: dict[str, str] = {}
+    for raw in label or []:
+        key, sep, value = raw.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"KEY=VALUE, got {raw!r}", param_hint="--label")
+        wanted[key] = value
+    items: list[dict] = [dict(a) for a in state(ctx).client().iter_agents(wanted or None)]
 
     def human() -> None:
         rows = []

@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
+from pynamodb.expressions.operand import Path
+
 from chalicelib.adapters.errors import aws_call, translate
 from chalicelib.adapters.tables import AgentTenantModel, ConnectionModel, ControlModel, SessionModel
 from chalicelib.domain.ids import pending_rank, pending_shard
@@ -78,6 +80,7 @@ def agent_from_item(m: AgentTenantModel) -> Agent:
         consecutive_failures=int(m.consecutive_failures or 0),
         alerted=bool(m.alerted),
         schedule_version=int(m.schedule_version or 0),
+        labels=dict(m.labels.as_dict()) if m.labels else {},
     )
 
 
@@ -89,6 +92,7 @@ def agent_to_item(a: Agent, *, due_shard: str | None, due_at: float | None) -> A
         kind=a.kind,
         description=a.description,
         config=a.config,
+        labels=a.labels or None,
         timeout_seconds=a.timeout_seconds,
         max_retries=a.max_retries,
         created_at=a.created_at,
@@ -233,10 +237,17 @@ class AgentStore:
             except AgentTenantModel.DoesNotExist:
                 return None
 
-    def list(self, tenant_id: str, limit: int, token: str | None) -> tuple[list[Agent], str | None]:
+    def list(self, tenant_id: str, limit: int, token: str | None,
+             labels: dict[str, str] | None = None) -> tuple[list[Agent], str | None]:
+        """One page of the tenant's agents; with ``labels``, only those carrying every one of them
+        (filtered by DynamoDB after the page is read: a page may hold fewer than ``limit``)."""
         start = decode_token(token, "tenant_id", tenant_id, AGENT_KEY)
+        condition = None
+        for key, value in (labels or {}).items():
+            one = Path(["labels", key]) == value
+            condition = one if condition is None else condition & one
         with aws_call("list agents"):
-            it = AgentTenantModel.query(tenant_id, limit=limit, last_evaluated_key=start)
+            it = AgentTenantModel.query(tenant_id, limit=limit, last_evaluated_key=start, filter_condition=condition)
             items = [agent_from_item(m) for m in it]
             return items, encode_token(it.last_evaluated_key)
 
@@ -274,6 +285,7 @@ class AgentStore:
             a.updated_at.set(agent.updated_at),
         ]
         actions.append(a.description.set(agent.description) if agent.description is not None else a.description.remove())
+        actions.append(a.labels.set(agent.labels) if agent.labels else a.labels.remove())
         if agent.schedule is None:
             actions += [a.schedule.remove(), a.next_run_at.remove(), a.due_shard.remove(), a.due_at.remove()]
         else:

@@ -19,7 +19,8 @@ Key design
   RUNNING), sorted by ``run_lease_until``: the recovery sweep reads the
   expired ones and the reconciler counts each shard's holders.
 - control: small items: ``STATE`` (paused, last tick) and one slot counter
-  per shard of the global cap (``SLOTS#s000``...), changed by conditional ADD.
+  per shard of the global cap (``SLOTS#s000``...), changed by conditional ADD;
+  ``idempotency#<hash>``: a creating request's key and its sealed answer (TTL ``expiration``).
 - connections: WebSocket connections; ``tenant-index`` finds a tenant's.
 - events: the per-tenant event stream (``seq``), its head and WebSocket tickets.
 """
@@ -57,6 +58,7 @@ class AgentTenantModel(Model):
     kind = UnicodeAttribute()
     description = UnicodeAttribute(null=True)
     config = JSONAttribute(null=True)
+    labels = MapAttribute(null=True)  # string -> string (a raw map, so a Query can filter on one label)
     timeout_seconds = NumberAttribute()
     max_retries = NumberAttribute()
     created_at = NumberAttribute()
@@ -156,6 +158,8 @@ class ControlModel(Model):
     used = NumberAttribute(null=True)  # slot counters: slots held in this shard
     waiting = BooleanAttribute(null=True)  # slot counters: runs wait for a slot (a hint for finishing workers)
     audit = ListAttribute(null=True)  # slot counters: [used, holders] the reconciler last saw differ
+    # idempotency records (``idempotency#...``, written by Powertools): kept 24 h
+    expiration = TTLAttribute(null=True)
 
 
 class TenantIndex(GlobalSecondaryIndex):

@@ -33,6 +33,9 @@ ERR = {"$ref": "#/components/schemas/Error"}
 AGENT_ID = {"name": "agent_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, "maxLength": 100}}
 SESSION_ID = {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, "maxLength": 100}}
 LIMIT = {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 100}}
+LABEL = {"name": "label", "in": "query", "required": False, "explode": True,
+         "schema": {"type": "array", "items": {"type": "string", "maxLength": 320}},
+         "description": "key=value: only agents with this label (repeat it: all must hold); a page may hold fewer than limit"}
 TOKEN = {"name": "nextToken", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 2048}}
 
 
@@ -54,6 +57,22 @@ def _op(operation_id: str, tag: str, summary: str, ok: dict, *, params=(), body:
     if public:
         op["security"] = []
     return op
+
+
+IDEMPOTENT_OPERATIONS = (("/api/agents", "post"), ("/api/agents/{agent_id}/run", "post"),
+                         ("/api/agents/{agent_id}/backfill", "post"))
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "description": "Makes the request happen once per tenant for 24 h: the same key with the same method, path and "
+                   "body answers the first 2xx answer again (header Idempotent-Replayed: true); with another "
+                   "request it is 422 IDEMPOTENCY_KEY_REUSED; while the first still runs, 409 IDEMPOTENCY_KEY_IN_USE.",
+}
+
+
+def _with_idempotency_key(op: dict) -> None:
+    op["parameters"].append(IDEMPOTENCY_KEY)
+    op["responses"].update(_resp("409", "IDEMPOTENCY_KEY_IN_USE: a request with this key is still in progress", ERR))
+    op["responses"].update(_resp("422", "IDEMPOTENCY_KEY_REUSED: the key was used with another request", ERR))
 
 
 def ref(name: str) -> dict:
@@ -191,7 +210,7 @@ def openapi_document() -> dict:
         "/api/openapi.json": {"get": _op("getOpenApiDocument", "meta", "This document", _resp("200", "OpenAPI 3 document", {"type": "object"}), errors=(), public=True)},
         "/api/agents": {
             "post": _op("createAgent", "agents", "Create an agent", _resp("201", "the agent", R("Agent")), body=R("AgentCreate"), errors=("400", "401")),
-            "get": _op("listAgents", "agents", "List your agents", _resp("200", "a page of agents", R("AgentPage")), params=[LIMIT, TOKEN], errors=("400", "401")),
+            "get": _op("listAgents", "agents", "List your agents", _resp("200", "a page of agents", R("AgentPage")), params=[LIMIT, TOKEN, LABEL], errors=("400", "401")),
         },
         "/api/agents/{agent_id}": {
             "get": _op("getAgent", "agents", "Read an agent", _resp("200", "the agent", R("Agent")), params=[AGENT_ID], errors=("401", "404")),
@@ -259,6 +278,8 @@ def openapi_document() -> dict:
         "/dashboard": {"get": {"operationId": "getDashboard", "tags": ["meta"], "summary": "The dashboard (HTML)", "security": [],
                                "responses": {"200": {"description": "the page", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
     }
+    for path, method in IDEMPOTENT_OPERATIONS:
+        _with_idempotency_key(paths[path][method])
     return {
         "openapi": "3.1.0",
         "info": {"title": "Agent Scheduler", "version": "1.0.0",

@@ -17,6 +17,12 @@ AGENT_FIELDS = {
     "description": {"type": ["string", "null"], "maxLength": 2000},
     "timeoutSeconds": {"type": "integer", "minimum": 1, "maximum": 900},
     "maxRetries": {"type": "integer", "minimum": 0, "maximum": 10},
+    "labels": {
+        "type": ["object", "null"], "maxProperties": 32,
+        "propertyNames": {"type": "string", "minLength": 1, "maxLength": 63, "pattern": "^[A-Za-z0-9._/-]+$"},
+        "additionalProperties": {"type": "string", "maxLength": 255},
+        "description": "string labels (at most 32); GET /api/agents?label=key=value selects by them",
+    },
 }
 
 AGENT_CREATE = {

@@ -55,6 +55,7 @@ def agent_json(agent: Agent, schedule: dict | None) -> dict:
         "kind": agent.kind,
         "config": agent.config,
         "description": agent.description,
+        "labels": dict(agent.labels),
         "timeoutSeconds": agent.timeout_seconds,
         "maxRetries": agent.max_retries,
         "createdAt": iso(agent.created_at),

@@ -1,7 +1,7 @@
 """Stored records as plain values. Adapters convert to and from these."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from chalicelib.domain.model import Priority, SessionStatus, Trigger
@@ -26,6 +26,7 @@ class Agent:
     consecutive_failures: int = 0
     alerted: bool = False
     schedule_version: int = 0  # how many times the schedule changed (its history's latest version)
+    labels: dict[str, str] = field(default_factory=dict)
 
     def with_(self, **changes: Any) -> "Agent":
         return replace(self, **changes)

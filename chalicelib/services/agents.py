@@ -28,6 +28,7 @@ from chalicelib.domain.expressions import (
 )
 from chalicelib.domain.history import HistoryEntry, change_action, schedule_changed
 from chalicelib.domain.ids import due_shard, jitter_offset, new_agent_id
+from chalicelib.domain.labels import check_labels, parse_selector
 from chalicelib.domain.model import CatchupPolicy, OverlapPolicy, Priority, SessionStatus
 from chalicelib.domain.records import Agent, Session
 from chalicelib.domain.schedule import ScheduleSpec, add_period_start, as_fire_times, close_period
@@ -123,6 +124,7 @@ class AgentService:
             kind=body["kind"],
             config=config,
             description=body.get("description"),
+            labels=check_labels(body.get("labels")),
             timeout_seconds=body.get("timeoutSeconds", DEFAULT_TIMEOUT),
             max_retries=body.get("maxRetries", self.s.max_retries),
             created_at=now,
@@ -145,8 +147,10 @@ class AgentService:
     def get(self, tenant_id: str, agent_id: str) -> dict:
         return self.agent_view(self.get_agent(tenant_id, agent_id))
 
-    def list(self, tenant_id: str, limit: int, token: str | None) -> dict:
-        items, nxt = self.c.agents.list(tenant_id, limit, token)
+    def list(self, tenant_id: str, limit: int, token: str | None, label: builtins.list[str] | None = None) -> dict:
+        """A page of agents; ``label``: ``key=value`` selectors that must all hold."""
+        wanted = parse_selector(label or [])
+        items, nxt = self.c.agents.list(tenant_id, limit, token, wanted) if wanted else self.c.agents.list(tenant_id, limit, token)
         return {"items": [self.agent_view(a) for a in items], "nextToken": nxt}
 
     def patch(self, tenant_id: str, agent_id: str, body: dict) -> dict:
@@ -162,6 +166,7 @@ class AgentService:
                 kind=kind,
                 config=config,
                 description=body.get("description", agent.description),
+                labels=check_labels(body["labels"]) if "labels" in body else agent.labels,
                 timeout_seconds=body.get("timeoutSeconds", agent.timeout_seconds),
                 max_retries=body.get("maxRetries", agent.max_retries),
                 updated_at=self.now(),

@@ -132,3 +132,10 @@ class Container:
         from chalicelib.services.schedules import ScheduleService
 
         return ScheduleService(self)
+
+    @functools.cached_property
+    def idempotency(self):
+        """Creating requests with an ``Idempotency-Key``: their records and sealed answers."""
+        from chalicelib.adapters.idempotency import IdempotencyStore, Sealer
+
+        return IdempotencyStore(self.client("dynamodb"), self.settings.control_table, Sealer(self.jwt_secret))

@@ -46,7 +46,8 @@ def token(tenant: str, *, secret: str = SECRET, scope: str = "", ttl: int = 3600
 
 def system_env(**overrides: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SCHEDULER_", "POWERTOOLS_"))}
-    env.update(PYTHONUNBUFFERED="1", SCHEDULER_JWT_SECRET=SECRET)
+    # memory only unless a test gives its own state directory (never the developer's .local/state)
+    env.update(PYTHONUNBUFFERED="1", SCHEDULER_JWT_SECRET=SECRET, SCHEDULER_LOCAL_STATE_DIR="")
     env.update(overrides)
     return env
 

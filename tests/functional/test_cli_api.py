@@ -157,3 +157,17 @@ def test_the_agents_file_of_the_cli_docs_applies_and_stays_applied(cli, tmp_path
     assert r.exit_code == 0 and out(r)["summary"]["created"] == 2, r.output
     r = cli("agents", "apply", "-f", str(path), "--json")
     assert out(r)["summary"]["unchanged"] == 2, r.output
+
+
+def test_agents_list_selects_by_label(cli, chalice_client):
+    from tests.functional.conftest import Api
+
+    api = Api(chalice_client, issue("tenant-cli", SECRET))
+    api.post("/api/agents", {"name": "a", "kind": "echo", "labels": {"team": "ops", "tier": "1"}})
+    api.post("/api/agents", {"name": "b", "kind": "echo", "labels": {"team": "ops"}})
+    api.post("/api/agents", {"name": "c", "kind": "echo"})
+    names = lambda *a: sorted(x["name"] for x in out(cli("agents", "list", *a, "--json"))["items"])  # noqa: E731
+    assert names("--label", "team=ops") == ["a", "b"]
+    assert names("--label", "team=ops", "--label", "tier=1") == ["a"]
+    assert names() == ["a", "b", "c"]
+    assert cli("agents", "list", "--label", "team").exit_code == 2

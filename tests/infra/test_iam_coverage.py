@@ -164,10 +164,13 @@ def test_every_call_is_granted(recorder):
     statuses = []
 
     with Client(app) as client:
-        def call(method, path, body=None, who=token):
+        def call(method, path, body=None, who=token, key=None):
+            headers = {"Authorization": f"Bearer {who}", "Content-Type": "application/json"}
+            if key:  # an idempotency record: put, then kept (2xx) or deleted (an error)
+                headers["Idempotency-Key"] = key
             with rec("api_handler"):
                 r = client.http.request(method, path, body=json.dumps(body) if body is not None else None,
-                                        headers={"Authorization": f"Bearer {who}", "Content-Type": "application/json"})
+                                        headers=headers)
             statuses.append((method, path, r.status_code))
             return json.loads(r.body) if r.body else {}
 
@@ -176,7 +179,8 @@ def test_every_call_is_granted(recorder):
                 return handler(c, {"requestContext": {"connectionId": connection_id}, **extra})
 
         ws_event(ws.on_connect, "websocket_connect", "conn-1", queryStringParameters={"token": token})
-        echo = call("POST", "/api/agents", {"name": "echo", "kind": "echo"})
+        echo = call("POST", "/api/agents", {"name": "echo", "kind": "echo"}, key="create-echo")
+        call("POST", "/api/agents/missing/run", {}, key="run-missing")
         fail = call("POST", "/api/agents", {"name": "fail", "kind": "fail", "maxRetries": 0,
                                             "config": {"category": "PERMANENT"}})
         lam = call("POST", "/api/agents", {"name": "lambda", "kind": "lambda", "maxRetries": 0,

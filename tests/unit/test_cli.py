@@ -423,7 +423,8 @@ def test_apply_creates_then_changes_nothing(deps, api, tmp_path):
     assert out["summary"]["created"] == 2 and out["applyset"] == "agents.yaml"
     report = next(a for a in api.agents.values() if a["name"] == "report")
     assert report["schedule"]["timezone"] == "America/New_York"
-    assert report["description"] == "the morning report\n\n[applyset: agents.yaml]"
+    assert report["description"] == "the morning report"
+    assert report["labels"] == {"agent-scheduler/applyset": "agents.yaml"}
     assert all(q.headers.get("Idempotency-Key") for q in api.requests if q.method == "POST" and q.url.path == "/api/agents")
     before = len(api.writes())
     r = cli(deps, "agents", "apply", "-f", path)

@@ -44,14 +44,16 @@ def test_default_applyset_is_the_file_name():
 def test_a_new_agent_is_created_with_every_field_and_the_set():
     [step] = A.plan([{"name": "r", "kind": "echo", "schedule": {"cronExpression": "@daily"}}], [], applyset="s", prune=False)
     assert step.action == "created"
-    assert step.create == {"name": "r", "kind": "echo", "config": {}, "description": "[applyset: s]",
+    assert step.create == {"name": "r", "kind": "echo", "config": {}, "labels": {A.APPLYSET_LABEL: "s"},
                            "timeoutSeconds": 300, "maxRetries": 3}
     assert step.schedule == {"cronExpression": "@daily"}
+    [labelled] = A.plan([{"name": "r", "kind": "echo", "labels": {"team": "ops"}}], [], applyset="s", prune=False)
+    assert labelled.create["labels"] == {"team": "ops", A.APPLYSET_LABEL: "s"}
 
 
 def test_the_same_agent_is_unchanged_even_with_server_filled_config_and_zoned_times():
     current = agent(kind="http", config={"url": "https://x.test/", "method": "GET", "headers": {}},
-                    description="d\n\n[applyset: s]", schedule=SERVER_SCHEDULE)
+                    description="d", labels={A.APPLYSET_LABEL: "s"}, schedule=SERVER_SCHEDULE)
     spec = {"name": "report", "kind": "http", "config": {"url": "https://x.test/"}, "description": "d",
             "schedule": {"cronExpression": " 0 9 * * * ", "timezone": "Europe/Paris", "startAt": "2026-04-01T00:00:00Z"}}
     [step] = A.plan([spec], [current], applyset="s", prune=False)
@@ -66,9 +68,11 @@ def test_a_field_left_out_returns_to_its_default():
 
 
 def test_an_updated_agent_keeps_its_apply_set_and_a_handmade_one_gets_none():
-    labelled = agent(description="[applyset: other]")
+    labelled = agent(labels={A.APPLYSET_LABEL: "other", "team": "ops"})
     [step] = A.plan([{"name": "report", "kind": "echo", "description": "new"}], [labelled], applyset="s", prune=False)
-    assert step.patch == {"description": "new\n\n[applyset: other]"}
+    assert step.patch == {"description": "new", "labels": {A.APPLYSET_LABEL: "other"}}  # team: not in the file
+    [step] = A.plan([{"name": "report", "kind": "echo", "labels": {"team": "ops"}}], [labelled], applyset="s", prune=False)
+    assert step.action == "unchanged"
     [step] = A.plan([{"name": "report", "kind": "echo", "description": "new"}], [agent()], applyset="s", prune=False)
     assert step.patch == {"description": "new"}
 
@@ -99,11 +103,23 @@ def test_fields_some_servers_have_are_compared_and_reset_to_null():
     assert step.patch == {"maxConcurrency": None, "throttle": {"limit": 1, "periodSeconds": 60}}
 
 
+def test_an_agent_marked_the_older_way_moves_its_set_into_the_labels():
+    old = agent(description="nightly\n\n[applyset: s]")
+    [step] = A.plan([{"name": "report", "kind": "echo", "description": "nightly"}], [old], applyset="s", prune=False)
+    assert step.patch == {"description": "nightly", "labels": {A.APPLYSET_LABEL: "s"}}
+    moved = agent(description="nightly", labels={A.APPLYSET_LABEL: "s"})
+    [step] = A.plan([{"name": "report", "kind": "echo", "description": "nightly"}], [moved], applyset="s", prune=False)
+    assert step.action == "unchanged"
+
+
 def test_prune_takes_only_agents_of_the_set_the_file_no_longer_names():
-    current = [agent("keep", description="[applyset: s]"), agent("gone", description="x\n\n[applyset: s]"),
-               agent("other-set", description="[applyset: t]"), agent("handmade")]
+    current = [agent("keep", labels={A.APPLYSET_LABEL: "s"}), agent("gone", labels={A.APPLYSET_LABEL: "s"}),
+               agent("gone-marked-the-older-way", description="x\n\n[applyset: s]"),
+               agent("other-set", labels={A.APPLYSET_LABEL: "t"}), agent("other-set-older", description="[applyset: t]"),
+               agent("handmade", labels={"team": "s"})]
     steps = A.plan([{"name": "keep", "kind": "echo"}], current, applyset="s", prune=True)
-    assert [(s.name, s.action) for s in steps] == [("keep", "unchanged"), ("gone", "deleted")]
+    assert [(s.name, s.action) for s in steps] == [("keep", "unchanged"), ("gone", "deleted"),
+                                                   ("gone-marked-the-older-way", "deleted")]
     assert [s.name for s in A.plan([], current, applyset="s", prune=False)] == []
 
 
