@@ -389,3 +389,21 @@ def handoff_changes(old_holds: Sequence[str], new: Admit) -> tuple[list[str], li
     """Handing a slot from a run holding ``old_holds`` to ``new``: (keys to give back, keys to take)."""
     old, nxt = set(old_holds), set(new.holds)
     return sorted(old - nxt), sorted(nxt - old)
+
+
+def waiting_reason(s, now: float, paused: bool) -> tuple[str | None, str | None]:
+    """Why a stored run waits, decided when it is read: the scheduler's pause and a retry's
+    back-off from the clock, a keyed limit from what admission last wrote on the run (it writes
+    only when the reason changes), else the global cap. Admitted, running and finished runs and
+    runs whose time has not come yet wait for nothing."""
+    if s.status.value not in ("QUEUED", "RETRYING") or s.stage != "PENDING":
+        return None, None
+    if paused:
+        return WaitingReason.SCHEDULER_PAUSED.value, None
+    if s.waiting_reason == WaitingReason.RATE_LIMITED.value and s.waiting_for is None and s.eligible_at > now:
+        return s.waiting_reason, None  # the run's own provider rate limit: it waits out Retry-After
+    if s.eligible_at > now:
+        return (WaitingReason.BACKOFF.value, None) if s.status.value == "RETRYING" else (None, None)
+    if s.waiting_reason:
+        return s.waiting_reason, s.waiting_for
+    return WaitingReason.CAPACITY.value, None

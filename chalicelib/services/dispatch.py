@@ -40,6 +40,32 @@ log = logging.getLogger("agent_scheduler.dispatch")
 
 ADMIT_BATCH = 99  # runs per admission transaction (plus their slot counter: 100 items)
 ADMIT_ROUNDS = 3  # re-plans when another admitter took the slots first
+PENDING_READ_FACTOR = 4  # waiting runs read per free slot (a keyed limit may hold the first ones back)
+PENDING_READ_EXTRA = 20
+TX_ITEMS = 100  # DynamoDB's limit of items in one transaction
+
+
+def _batches(admits: list[Admit]) -> list[list[Admit]]:
+    """Admission transactions: the slot counter, the runs, and each keyed counter they take,
+    at most ``TX_ITEMS`` items each."""
+    out: list[list[Admit]] = []
+    cur: list[Admit] = []
+    keys: set[str] = set()
+    for a in admits:
+        new = set(a.holds + a.starts) - keys
+        if cur and (1 + len(cur) + 1 + len(keys) + len(new) > TX_ITEMS or len(cur) >= ADMIT_BATCH):
+            out.append(cur)
+            cur, keys, new = [], set(), set(a.holds + a.starts)
+        cur.append(a)
+        keys |= new
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _at(s: Session, start_at: float | None) -> Session:
+    """The run as its message describes it: a throttle may have moved its start to a later window."""
+    return s if start_at is None or start_at <= s.eligible_at else s.with_(next_attempt_at=start_at)
 RECOVER_PER_SHARD = 50  # expired leases handled per slot shard per tick
 
 
@@ -94,6 +120,7 @@ class Dispatcher:
         if not state.paused:
             due = self._read_due(now)
             report.due = len(due)
+            self.c.agents.prime(due, now)
             fresh = self._write_schedules(due, now, state.pauses, report)
         report.admitted = self._guard("admission", lambda: self.admit(now, paused=state.paused, fresh=fresh), 0)
         self._guard("recovery", lambda: self.recover(now, report), None)
@@ -246,13 +273,26 @@ class Dispatcher:
         for _ in range(ADMIT_ROUNDS):
             shards = self.c.runs.slots(cap)
             free = sum(s.free for s in shards)
-            pending = self.c.runs.pending(want=max(free, 1), eligible_until=until)
+            # read past the head: runs a keyed limit holds back must not hide the runs behind them
+            pending = self.c.runs.pending(want=max(free, 1) * PENDING_READ_FACTOR + PENDING_READ_EXTRA,
+                                          eligible_until=until)
             sessions = {s.session_id: s for s in pending}
             sessions.update({s.session_id: s for s in fresh})
             for sid in gone:
                 sessions.pop(sid, None)
-            plan = plan_admission([self._candidate(s) for s in sessions.values()], shards, now=now,
-                                  lookahead=self.s.lookahead_seconds, claim_grace=self.s.resend_grace_seconds)
+            cands = [self._candidate(s) for s in sessions.values()]
+            counters: dict[str, int] = {}
+            if free > 0:  # with no free slot nothing starts: the keyed limits need not be read
+                cands, counters = self.c.flow.with_limits(cands, now)
+            plan = plan_admission(cands, shards, now=now, lookahead=self.s.lookahead_seconds,
+                                  claim_grace=self.s.resend_grace_seconds, counters=counters,
+                                  aging_seconds=self.s.priority_aging_seconds)
+            self.last_reasons = dict(plan.reasons)
+            if free > 0:
+                try:
+                    self.c.flow.note_reasons(plan.reasons, sessions)
+                except SchedulerError:
+                    log.exception("waiting reasons not written")
             blocked = any(c.eligible_at <= until for c in plan.waiting)
             self._set_hint(shards, blocked)
             if not plan.admit:
@@ -260,8 +300,9 @@ class Dispatcher:
             full = False
             by_name = {s.name: s for s in shards}
             for name, admits in plan.by_shard().items():
-                for i in range(0, len(admits), ADMIT_BATCH):
-                    done, lost = self.c.runs.admit(by_name[name], admits[i:i + ADMIT_BATCH], sessions, now)
+                for batch in _batches(admits):
+                    done, lost = self.c.runs.admit(by_name[name], batch, sessions, now,
+                                                   key_limits=plan.key_limits, key_expiry=plan.key_expiry)
                     gone.update(lost)
                     if not done and not lost:
                         full = True  # another admitter took these slots first
@@ -274,6 +315,8 @@ class Dispatcher:
                 return admitted_total
         return admitted_total
 
+    last_reasons: dict = {}  # the last admission's waiting reasons (run-now answers with its run's)
+
     def _set_hint(self, shards: list[SlotShard], blocked: bool) -> None:
         change = [s.name for s in shards if s.waiting != blocked]
         if change:
@@ -285,9 +328,9 @@ class Dispatcher:
         msgs = [
             OutMessage(
                 a.candidate.session_id,
-                run_message(sessions[a.candidate.session_id], a.candidate.attempt, waiting=waiting),
+                run_message(_at(sessions[a.candidate.session_id], a.start_at), a.candidate.attempt, waiting=waiting),
                 a.delay_seconds,
-                deliver_at=a.candidate.eligible_at - START_SLACK_SECONDS,
+                deliver_at=a.starts_at - START_SLACK_SECONDS,
             )
             for a in admits
         ]
