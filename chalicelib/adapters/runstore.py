@@ -492,8 +492,10 @@ def _key_changes(tx: Tx, s: Session, hand_off, key_limits, key_expiry, skip: fro
     for k in give:
         if k not in skip:
             tx.update(KEY_OP + k, c(k), [c.used.add(-1)], c.used >= 1)
+    own = {k: (lim, exp) for k, lim, exp in hand_off[1].key_limits} if hand_off is not None else {}
     for k in take:
-        _take_key(tx, k, 1, (key_limits or {})[k], (key_expiry or {}).get(k))
+        lim, exp = own.get(k) or ((key_limits or {})[k], (key_expiry or {}).get(k))
+        _take_key(tx, k, 1, lim, exp)
 
 
 def _touches(action, names: tuple[str, ...]) -> bool:

@@ -181,6 +181,7 @@ class Admit:
     holds: tuple[str, ...] = ()  # concurrency keys it takes (and gives back when it releases its slot)
     starts: tuple[str, ...] = ()  # throttle window keys it counts one start in
     start_at: float | None = None  # later than its eligible time when a throttle window made it wait
+    key_limits: tuple[tuple[str, int, float | None], ...] = ()  # (key, limit, expires_at) of holds and starts
 
     @property
     def starts_at(self) -> float:
@@ -300,7 +301,8 @@ def plan_admission(
             at = max(c.eligible_at, start_at) if start_at is not None else c.eligible_at
             lease_until = max(now, at) + claim_grace
             admit.append(Admit(c, send_delay(at, now), shard, lease_until, holds, starts,
-                               start_at if start_at is not None and start_at > c.eligible_at else None))
+                               start_at if start_at is not None and start_at > c.eligible_at else None,
+                               tuple((k, limits_of[k], expiry.get(k)) for k in holds + starts)))
     waiting.sort(key=lambda c: c.order_key)
     return AdmissionPlan(tuple(admit), tuple(waiting), 0 if paused else free, reasons, key_limits, key_expiry)
 

@@ -25,7 +25,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from chalicelib.adapters.queues import OutMessage
-from chalicelib.domain.admission import START_SLACK_SECONDS, Admit, Candidate, SlotShard, plan_admission, send_delay
+from chalicelib.domain.admission import (
+    START_SLACK_SECONDS,
+    Admit,
+    Candidate,
+    SlotShard,
+    WaitingReason,
+    plan_admission,
+    send_delay,
+)
 from chalicelib.domain.cron import CronSchedule
 from chalicelib.domain.expressions import fire_times_for
 from chalicelib.domain.ids import jitter_offset, manual_session_id, scheduled_session_id
@@ -264,7 +272,9 @@ class Dispatcher:
         now = self.c.clock.now().timestamp() if now is None else now
         if paused is None:
             paused = self.c.control.state().paused
+        self.last_reasons, self.last_admitted = {}, set()
         if paused:
+            self.last_reasons = {s.session_id: (WaitingReason.SCHEDULER_PAUSED, None) for s in fresh}
             return 0
         cap = self.s.max_concurrent_agents
         until = now + self.s.lookahead_seconds
@@ -310,12 +320,14 @@ class Dispatcher:
                     self._send(done, sessions, waiting=blocked)
                     admitted_total += len(done)
                     taken = {a.candidate.session_id for a in done}
+                    self.last_admitted |= taken
                     fresh = [s for s in fresh if s.session_id not in taken]
             if not full:
                 return admitted_total
         return admitted_total
 
     last_reasons: dict = {}  # the last admission's waiting reasons (run-now answers with its run's)
+    last_admitted: set = set()
 
     def _set_hint(self, shards: list[SlotShard], blocked: bool) -> None:
         change = [s.name for s in shards if s.waiting != blocked]
@@ -425,6 +437,21 @@ class Dispatcher:
         except SchedulerError:  # it waits; the next admission (at the latest the tick) takes it
             log.exception("admission after run-now failed; the next tick admits")
         return s
+
+    def waiting_after_submit(self, s: Session) -> tuple[str | None, str | None]:
+        """Why a run just submitted waits, as the admission that followed its submission saw it
+        (null when it was admitted)."""
+        if s.session_id in self.last_admitted:
+            return None, None
+        reason = self.last_reasons.get(s.session_id)
+        if reason is not None:
+            return reason[0].value, reason[1]
+        stored = self.c.runs.get(s.agent_id, s.session_id)
+        if stored is None or stored.stage != STAGE_PENDING:
+            return None, None
+        from chalicelib.domain.admission import waiting_reason
+
+        return waiting_reason(stored, self.c.clock.now().timestamp(), self.c.control.state().paused)
 
     def admit_pending(self) -> int:
         """Work-conserving admission outside the tick (run-now, cancel, resume, redrive)."""

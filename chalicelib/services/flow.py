@@ -19,6 +19,7 @@ from chalicelib.domain.admission import (
     candidate_windows,
     keyed_counters,
     limits_for,
+    pool_key,
 )
 from chalicelib.domain.records import Agent, Session
 
@@ -40,7 +41,7 @@ class FlowControl:
         agents = self.c.agents.get_many_cached({(c.tenant_id, c.agent_id) for c in cands}, now, AGENT_MAX_AGE)
         pool_names = {(c.tenant_id, p) for c in cands for p in _pools(agents.get((c.tenant_id, c.agent_id)))}
         base = [self._limited(c, agents.get((c.tenant_id, c.agent_id)), {}) for c in cands]
-        keys = keyed_counters(base, now, self.s.lookahead_seconds)
+        keys = keyed_counters(base, now, self.s.lookahead_seconds) + [pool_key(t, n) for t, n in pool_names]
         pools, counters = self.c.pools.read(pool_names, keys)
         out = [self._limited(c, agents.get((c.tenant_id, c.agent_id)), pools) for c in cands]
         more = [k for c in out for k in candidate_windows(c, now, self.s.lookahead_seconds) if k not in counters]
