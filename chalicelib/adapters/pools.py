@@ -143,6 +143,34 @@ class PoolStore:
         except ConditionFailed:
             return False
 
+    # --- the reconciler's view of the keyed concurrency counters --------------------------
+    def concurrency_counters(self) -> dict[str, tuple[int, tuple[int, int] | None]]:
+        """Every keyed concurrency counter (not the throttle windows, which carry a TTL):
+        key -> (used, the audit pair the reconciler last noted). The control table holds only
+        small items (counters, pools, state), so this Scan reads little."""
+        c = ControlModel
+        out: dict[str, tuple[int, tuple[int, int] | None]] = {}
+        with aws_call("scan keyed counters"):
+            for m in c.scan(c.pk.startswith("LIM#") & c.expires_at.does_not_exist()):
+                audit = (int(m.audit[0]), int(m.audit[1])) if m.audit else None
+                out[m.pk] = (int(m.used or 0), audit)
+        return out
+
+    def note_audit(self, key: str, seen: list[int] | None) -> None:
+        c = ControlModel
+        with aws_call("note counter audit"):
+            c(key).update(actions=[c.audit.set(seen) if seen else c.audit.remove()])
+
+    def repair(self, key: str, expect_used: int, holders: int) -> bool:
+        """Set a keyed counter to the number of runs holding it, if it did not move meanwhile."""
+        c = ControlModel
+        try:
+            with aws_call("repair keyed counter"):
+                c(key).update(actions=[c.used.set(holders), c.audit.remove()], condition=c.used == expect_used)
+            return True
+        except ConditionFailed:
+            return False
+
     def running(self, tenant_id: str, name: str) -> int:
         return self.counters([pool_key(tenant_id, name)]).get(pool_key(tenant_id, name), 0)
 

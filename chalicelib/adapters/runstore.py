@@ -94,6 +94,15 @@ class RunStore:
             return [session_from_item(m) for m in SessionModel.active_index.query(
                 shard, SessionModel.run_lease_until < now, limit=limit)]
 
+    def held_keys(self, shard: str) -> dict[str, int]:
+        """How many runs holding slots of ``shard`` hold each keyed counter."""
+        out: dict[str, int] = {}
+        with aws_call("count keyed holders"):
+            for m in SessionModel.active_index.query(shard, attributes_to_get=["holds"]):
+                for k in m.holds or ():
+                    out[k] = out.get(k, 0) + 1
+        return out
+
     def holders(self, shard: str) -> int:
         with aws_call("count slot holders"):
             return SessionModel.active_index.count(shard)

@@ -133,6 +133,7 @@ class Dispatcher:
         report.admitted = self._guard("admission", lambda: self.admit(now, paused=state.paused, fresh=fresh), 0)
         self._guard("recovery", lambda: self.recover(now, report), None)
         report.repaired = self._guard("reconcile", self.reconcile, 0)
+        report.repaired += self._guard("reconcile keyed counters", self.reconcile_keys, 0)
         self.c.control.set_last_tick(now)
         self._publish_status()
         log.info("tick", extra={f"tick_{k}": getattr(report, k) for k in (
@@ -411,6 +412,31 @@ class Dispatcher:
                 metrics.counter_repaired()
             elif shard.audit != seen:
                 self.c.runs.note_audit(shard.name, list(seen))
+        return repaired
+
+    def reconcile_keys(self) -> int:
+        """Each keyed concurrency counter (tenant, agent, pool) against the runs that hold it
+        (the sessions' ``holds``, read from the active index). As for the slot counters, a
+        difference seen twice in a row, unchanged, is repaired."""
+        from chalicelib.services import metrics
+
+        held: Counter = Counter()
+        for name, _ in self._shard_limits():
+            held.update(self.c.runs.held_keys(name))
+        repaired = 0
+        for key, (used, audit) in self.c.pools.concurrency_counters().items():
+            holders = held.get(key, 0)
+            if holders == used:
+                if audit is not None:
+                    self.c.pools.note_audit(key, None)
+                continue
+            seen = (used, holders)
+            if audit == seen and self.c.pools.repair(key, used, holders):
+                repaired += 1
+                log.warning("keyed counter repaired", extra={"key": key, "used": used, "holders": holders})
+                metrics.counter_repaired()
+            elif audit != seen:
+                self.c.pools.note_audit(key, list(seen))
         return repaired
 
     # --- run now ------------------------------------------------------------------

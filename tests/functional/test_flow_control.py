@@ -229,3 +229,18 @@ def test_cancel_of_an_admitted_run_gives_its_keys_back(api, system):
     assert counters(system, agent_key(TENANT, aid), pool_key(TENANT, "p")) == [1, 1]
     assert api.post(f"/api/agents/{aid}/sessions/{sid}/cancel").status_code == 202
     assert counters(system, agent_key(TENANT, aid), pool_key(TENANT, "p"), tenant_key(TENANT)) == [0, 0, 0]
+
+
+def test_the_reconciler_repairs_a_keyed_counter_seen_wrong_twice(api, system):
+    put_pool(api, "p", maxConcurrency=3)
+    aid = make_agent(api, pools=["p"])
+    run_now(api, aid)  # admitted: holds the pool, the tenant
+    key = pool_key(TENANT, "p")
+    from chalicelib.adapters.tables import ControlModel
+
+    ControlModel(key).update(actions=[ControlModel.used.set(3)])  # a leak (say, a bug's lost release)
+    assert system.dispatcher.reconcile_keys() == 0  # seen once: noted
+    assert counters(system, key) == [3]
+    assert system.dispatcher.reconcile_keys() == 1  # seen twice, unchanged: repaired
+    assert counters(system, key, tenant_key(TENANT)) == [1, 1]
+    assert system.dispatcher.reconcile_keys() == 0
