@@ -402,8 +402,11 @@ def waiting_reason(s, now: float, paused: bool) -> tuple[str | None, str | None]
         return None, None
     if paused:
         return WaitingReason.SCHEDULER_PAUSED.value, None
-    if s.waiting_reason == WaitingReason.RATE_LIMITED.value and s.waiting_for is None and s.eligible_at > now:
-        return s.waiting_reason, None  # the run's own provider rate limit: it waits out Retry-After
+    own_rate_limit = s.waiting_reason == WaitingReason.RATE_LIMITED.value and s.waiting_for is None
+    if s.status.value == "RETRYING" and (s.error or {}).get("category") == "RATE_LIMITED":
+        own_rate_limit = True
+    if own_rate_limit and s.eligible_at > now:
+        return WaitingReason.RATE_LIMITED.value, None  # the run's own provider rate limit: it waits out Retry-After
     if s.eligible_at > now:
         return (WaitingReason.BACKOFF.value, None) if s.status.value == "RETRYING" else (None, None)
     if s.waiting_reason:

@@ -188,3 +188,32 @@ def test_keyed_counters_lists_what_to_read():
 def test_handoff_changes_give_back_what_the_next_run_does_not_hold():
     nxt = Admit(cand("r2"), 0, "s000", NOW, holds=("LIM#T#t1", "LIM#P#t1#b"))
     assert handoff_changes(["LIM#T#t1", "LIM#A#t1#a1"], nxt) == (["LIM#A#t1#a1"], ["LIM#P#t1#b"])
+
+
+def _session(**kw):
+    from chalicelib.domain.model import SessionStatus, Trigger
+    from chalicelib.domain.records import Session
+
+    base = dict(agent_id="a", session_id="s", tenant_id="t", status=SessionStatus.QUEUED, trigger=Trigger.MANUAL,
+                priority=Priority.NORMAL, scheduled_for=NOW - 5, queued_at=NOW - 5, max_attempts=4, timeout_seconds=60,
+                stage="PENDING")
+    base.update(kw)
+    return Session(**base)
+
+
+def test_waiting_reason_is_decided_at_read_time_from_the_clock_the_pause_and_what_admission_wrote():
+    from chalicelib.domain.admission import waiting_reason
+    from chalicelib.domain.model import SessionStatus
+
+    assert waiting_reason(_session(), NOW, False) == ("CAPACITY", None)
+    assert waiting_reason(_session(), NOW, True) == ("SCHEDULER_PAUSED", None)
+    assert waiting_reason(_session(waiting_reason="POOL_LIMIT", waiting_for="gpu"), NOW, False) == ("POOL_LIMIT", "gpu")
+    retry = _session(status=SessionStatus.RETRYING, attempt=1, next_attempt_at=NOW + 30,
+                     error={"category": "TRANSIENT", "message": "x"})
+    assert waiting_reason(retry, NOW, False) == ("BACKOFF", None)
+    assert waiting_reason(retry, NOW + 31, False) == ("CAPACITY", None)
+    limited = retry.with_(error={"category": "RATE_LIMITED", "message": "429"})
+    assert waiting_reason(limited, NOW, False) == ("RATE_LIMITED", None)
+    assert waiting_reason(_session(stage="ADMITTED"), NOW, False) == (None, None)
+    assert waiting_reason(_session(status=SessionStatus.RUNNING, stage=None), NOW, False) == (None, None)
+    assert waiting_reason(_session(scheduled_for=NOW + 40), NOW, False) == (None, None)  # its time has not come
