@@ -48,7 +48,7 @@ def admission_cost(pools_per_agent: int, runs: int = 40, agents: int = 8, cap: i
                 c.pools.put(tenant, f"p{i}", 1000, None, T0.timestamp())
             ids = []
             for i in range(agents):
-                body = {"name": f"a{i}", "kind": "echo"}
+                body: dict = {"name": f"a{i}", "kind": "echo"}
                 if pools_per_agent:
                     body["pools"] = [f"p{k}" for k in range(pools_per_agent)]
                 out = c.agent_service.create(tenant, body)

@@ -35,7 +35,7 @@ import enum
 import math
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from chalicelib.domain.model import Priority
 
@@ -243,7 +243,7 @@ def plan_admission(
     admit: list[Admit] = []
     waiting: list[Candidate] = []
     reasons: dict[str, tuple[WaitingReason, str | None]] = {}
-    taken: Counter = Counter()  # key -> taken by this plan
+    taken: Counter[str] = Counter()  # key -> taken by this plan
     key_limits: dict[str, int] = {}
     key_expiry: dict[str, float] = {}
     until = now + lookahead
@@ -265,7 +265,7 @@ def plan_admission(
         k = tenant_key(tenant)
         return counters.get(k, 0) + taken[k] + given[tenant]
 
-    given: Counter = Counter()  # admits by tenant without a tenant key (fairness still counts them)
+    given: Counter[str] = Counter()  # admits by tenant without a tenant key (fairness still counts them)
     for rank in sorted(levels):
         queues: dict[str, deque[Candidate]] = {}
         for c in sorted(levels[rank], key=lambda x: (x.backfill, x.eligible_at, x.session_id)):
@@ -310,7 +310,7 @@ def plan_admission(
 WINDOW_TTL_SLACK = 3600  # a throttle window's counter outlives its window by this much
 
 
-def _check_keys(c: Candidate, now: float, until: float, counters: Mapping[str, int], taken: Counter):
+def _check_keys(c: Candidate, now: float, until: float, counters: Mapping[str, int], taken: Counter[str]) -> tuple[Any, ...]:
     """Whether every keyed limit of ``c`` lets it start: (holds, starts, start_at, limits, expiry),
     or (reason, waiting_for) for the first limit that holds it back. A throttle whose window is
     full lets the run start at the next window when that starts within the lookahead."""
@@ -393,7 +393,7 @@ def handoff_changes(old_holds: Sequence[str], new: Admit) -> tuple[list[str], li
     return sorted(old - nxt), sorted(nxt - old)
 
 
-def waiting_reason(s, now: float, paused: bool) -> tuple[str | None, str | None]:
+def waiting_reason(s: Any, now: float, paused: bool) -> tuple[str | None, str | None]:
     """Why a stored run waits, decided when it is read: the scheduler's pause and a retry's
     back-off from the clock, a keyed limit from what admission last wrote on the run (it writes
     only when the reason changes), else the global cap. Admitted, running and finished runs and

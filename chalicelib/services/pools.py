@@ -75,7 +75,7 @@ class PoolService:
         """An agent's ``pools``: at most 4 distinct names of the tenant's pools (else a 400 naming ``pools``)."""
         if names is None:
             return ()
-        for i, n in enumerate(names):
+        for n in names:
             check_pool_name(n, "pools")
         if len(set(names)) != len(names):
             raise ValidationError("pools", "pools must not name a pool twice")
