@@ -51,6 +51,7 @@ ADMIT_ROUNDS = 3  # re-plans when another admitter took the slots first
 PENDING_READ_FACTOR = 4  # waiting runs read per free slot (a keyed limit may hold the first ones back)
 PENDING_READ_EXTRA = 20
 TX_ITEMS = 100  # DynamoDB's limit of items in one transaction
+KEY_RECONCILE_MINUTES = 10  # the keyed counters are checked by the tick of every 10th minute
 
 
 def _batches(admits: list[Admit]) -> list[list[Admit]]:
@@ -133,7 +134,8 @@ class Dispatcher:
         report.admitted = self._guard("admission", lambda: self.admit(now, paused=state.paused, fresh=fresh), 0)
         self._guard("recovery", lambda: self.recover(now, report), None)
         report.repaired = self._guard("reconcile", self.reconcile, 0)
-        report.repaired += self._guard("reconcile keyed counters", self.reconcile_keys, 0)
+        if int(now // 60) % KEY_RECONCILE_MINUTES == 0:  # a Scan of the control table: not every minute
+            report.repaired += self._guard("reconcile keyed counters", self.reconcile_keys, 0)
         self.c.control.set_last_tick(now)
         self._publish_status()
         log.info("tick", extra={f"tick_{k}": getattr(report, k) for k in (
