@@ -244,3 +244,41 @@ def test_the_reconciler_repairs_a_keyed_counter_seen_wrong_twice(api, system):
     assert system.dispatcher.reconcile_keys() == 1  # seen twice, unchanged: repaired
     assert counters(system, key, tenant_key(TENANT)) == [1, 1]
     assert system.dispatcher.reconcile_keys() == 0
+
+
+@pytest.mark.parametrize("settings_overrides", [{"max_concurrent_agents": 1}])
+def test_a_hand_off_gives_back_the_keys_the_next_run_does_not_hold_and_takes_its_own(api, system):
+    put_pool(api, "p", maxConcurrency=1)
+    x = make_agent(api, name="x", maxConcurrency=1)
+    y = make_agent(api, name="y", pools=["p"])
+    sx = run_now(api, x)["sessionId"]
+    ry = run_now(api, y)
+    assert ry["waitingReason"] == "CAPACITY"
+    assert counters(system, agent_key(TENANT, x), pool_key(TENANT, "p"), tenant_key(TENANT)) == [1, 0, 1]
+    sent = take(system)
+    assert [m.body["s"] for m in sent] == [sx]
+    assert work(system, sent) == ["succeeded"]
+    sent = take(system)  # the slot went straight to y: x's agent key given back, the pool taken
+    assert [m.body["s"] for m in sent] == [ry["sessionId"]]
+    assert counters(system, agent_key(TENANT, x), pool_key(TENANT, "p"), tenant_key(TENANT)) == [0, 1, 1]
+    assert work(system, sent) == ["succeeded"]
+    assert counters(system, agent_key(TENANT, x), pool_key(TENANT, "p"), tenant_key(TENANT)) == [0, 0, 0]
+
+
+@pytest.mark.parametrize("settings_overrides", [{"max_concurrent_agents": 2}])
+def test_a_run_whose_pool_is_full_does_not_take_the_hand_off_and_the_next_allowed_run_does(api, system):
+    put_pool(api, "p", maxConcurrency=1)
+    a = make_agent(api, name="a", pools=["p"])
+    b = make_agent(api, name="b", pools=["p"])
+    c = make_agent(api, name="c")
+    sa = run_now(api, a)["sessionId"]
+    sc = run_now(api, c)["sessionId"]
+    rb = run_now(api, b)  # the pool is full (a holds it); so is the cap, and the cap is what it reports
+    rc2 = run_now(api, c)  # behind b, allowed
+    assert rb["waitingReason"] == "CAPACITY" and rc2["waitingReason"] == "CAPACITY"
+    sent = {m.body["s"]: m for m in take(system)}
+    assert set(sent) == {sa, sc}
+    assert work(system, [sent[sc]]) == ["succeeded"]  # c ends first: b may not start (a holds the pool)
+    assert [m.body["s"] for m in take(system)] == [rc2["sessionId"]]
+    assert session(api, b, rb["sessionId"])["status"] == "QUEUED"
+    assert counters(system, pool_key(TENANT, "p"), tenant_key(TENANT)) == [1, 2]
