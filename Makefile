@@ -84,6 +84,7 @@ test-scale: $(STAMP)
 # The smoke test (tests/functional/test_bench_smoke.py) runs it on tiny sizes.
 bench: $(STAMP)
 	$(PY) -m bench
+	$(PY) -m bench.flow
 
 # The run path under faults (several minutes): at least 10,000 scheduled fires over simulated days on
 # moto, with throttling, 5xx, lost answers and retried commits, killed ticks and workers, duplicate and

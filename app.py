@@ -355,5 +355,30 @@ def dashboard():
     return Response(body=body, status_code=200, headers=headers)
 
 
+# --- pools: limits shared across agents --------------------------------------------------------
+@app.route("/api/pools", methods=["GET"])
+@api()
+def list_pools(principal):
+    return container().pool_service.list(principal.tenant_id)
+
+
+@app.route("/api/pools/{name}", methods=["PUT"], content_types=JSON_TYPES)
+@api(body="optional")
+def put_pool(principal, name, body):
+    return container().pool_service.put(principal.tenant_id, name, body)
+
+
+@app.route("/api/pools/{name}", methods=["GET"])
+@api()
+def get_pool(principal, name):
+    return container().pool_service.get(principal.tenant_id, name)
+
+
+@app.route("/api/pools/{name}", methods=["DELETE"])
+@api()
+def delete_pool(principal, name):
+    container().pool_service.delete(principal.tenant_id, name)
+
+
 # Last, once every route is registered: a wrong method on a known path answers our 405 with Allow.
 add_method_not_allowed(app)

@@ -45,6 +45,8 @@ DUE_SHARDS = "SCHEDULER_DUE_SHARDS"
 PENDING_SHARDS = "SCHEDULER_PENDING_SHARDS"
 AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"  # local: the embedded moto server
 MAX_RATE_LIMITED_WAITS = "SCHEDULER_MAX_RATE_LIMITED_WAITS"
+TENANT_MAX_CONCURRENT = "SCHEDULER_TENANT_MAX_CONCURRENT"  # one tenant's runs holding slots; unset: the global cap
+PRIORITY_AGING_SECONDS = "SCHEDULER_PRIORITY_AGING_SECONDS"  # a waiting run rises one priority per period; 0: off
 LOG_LEVEL = "SCHEDULER_LOG_LEVEL"  # DEBUG, INFO (default), WARNING, ERROR
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 AWS_REGION = "AWS_DEFAULT_REGION"
@@ -91,6 +93,8 @@ class Settings:
     lambda_allowed: str = DEFAULT_LAMBDA_ALLOWED
     max_rate_limited_waits: int = limits.MAX_RATE_LIMITED_WAITS_DEFAULT
     log_level: str = "INFO"
+    tenant_max_concurrent: int = 0  # 0: the global cap
+    priority_aging_seconds: int = 600
 
     # Fixed engineering constants (not settings): documented here in one place.
     lookahead_seconds: int = 75  # the tick admits runs due up to this far ahead (> the tick period,
@@ -140,6 +144,8 @@ class Settings:
                                         limits.MAX_RATE_LIMITED_WAITS_LIMIT),
             log_level=read_log_level(env),
             cors_origin=read_cors_origin(env),
+            tenant_max_concurrent=_int(env, TENANT_MAX_CONCURRENT, 0, 1, 1000),
+            priority_aging_seconds=_int(env, PRIORITY_AGING_SECONDS, 600, 0, 7 * 86400),
         )
         if s.backoff_max_seconds < s.backoff_base_seconds:
             raise ConfigError(

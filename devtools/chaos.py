@@ -514,8 +514,8 @@ class Chaos:
 
         real_store_admit = RunStore.admit
 
-        def store_admit(store, shard, admits, sessions, now):
-            done, gone = real_store_admit(store, shard, admits, sessions, now)
+        def store_admit(store, shard, admits, sessions, now, **kw):
+            done, gone = real_store_admit(store, shard, admits, sessions, now, **kw)
             if done:
                 harness._check_order([a.candidate for a in done], now, "admit")
             return done, gone
@@ -524,9 +524,10 @@ class Chaos:
 
         real_finish = RunStore.finish
 
-        def finish(store, s, t, now, duration_ms, hand_off=None, count_agent=True, release_if_idle=False, keep=None):
+        def finish(store, s, t, now, duration_ms, hand_off=None, count_agent=True, release_if_idle=False, keep=None,
+                   **kw):
             res = real_finish(store, s, t, now, duration_ms, hand_off=hand_off, count_agent=count_agent,
-                              release_if_idle=release_if_idle, keep=keep)
+                              release_if_idle=release_if_idle, keep=keep, **kw)
             if res.ok and res.handed_off is not None and hand_off is not None:
                 harness._check_order([hand_off[1].candidate], now, "hand-off")
             if res.ok and res.kept and keep is not None:
@@ -568,9 +569,18 @@ class Chaos:
             return
         after = self._pending_snapshot()
         horizon = now + LOOKAHEAD
+        container = getattr(self, "container", None)
+        aging = container.settings.priority_aging_seconds if container is not None else 0
+
+        def level(rank: int, eligible_at: float) -> int:  # the priority admission uses: aged toward HIGH
+            if aging <= 0 or rank <= 1 or now - eligible_at < aging:
+                return rank
+            return max(1, rank - int((now - eligible_at) // aging))
+
         for cand in admitted:
-            key = (cand.priority.rank, cand.eligible_at, cand.session_id)
+            key = (level(cand.priority.rank, cand.eligible_at), cand.eligible_at, cand.session_id)
             for sid, (attempt, okey) in after.items():
+                okey = (level(okey[0], okey[1]), okey[1], okey[2])
                 if sid in before and before[sid][0] == attempt and okey[1] <= horizon and okey < key \
                         and okey[0] < key[0]:
                     self.inversions.append((now, how, cand.session_id, cand.priority.value, sid, okey))

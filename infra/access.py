@@ -58,7 +58,7 @@ ACCESS: dict[str, tuple[Access, ...]] = {
         Access(f"index:sessions:{PENDING_INDEX}", (QUERY,)),
         Access(f"index:sessions:{DLQ_INDEX}", (QUERY, SCAN)),  # Scan: an admin lists every tenant's
         Access(f"index:sessions:{ACTIVE_INDEX}", (QUERY,)),  # status: runs holding slots
-        # BatchGet: the slot counters; Put/Delete: idempotency records (Idempotency-Key)
+        # BatchGet: the slot counters; Put/Delete: idempotency records (Idempotency-Key); Delete: a pool
         Access("table:control", (GET, PUT, UPDATE, DELETE, BATCH_GET)),
         Access("queue:work", (SQS_SEND,)),  # run now, cancel and redrive admit at once
         Access("queue:dlq", (SQS_RECEIVE, SQS_DELETE, SQS_VISIBILITY)),  # redrive drains the DLQ
@@ -72,13 +72,14 @@ ACCESS: dict[str, tuple[Access, ...]] = {
     ),
     # The minute tick: due schedules, admission, the sweep, scheduler:status to every connection.
     "tick": (
-        Access("table:agents", (UPDATE,)),
+        Access("table:agents", (UPDATE, BATCH_GET)),  # BatchGet: admission reads the waiting runs' agents (limits)
         Access(f"index:agents:{DUE_INDEX}", (QUERY,)),
         Access("table:sessions", (GET, PUT, UPDATE, BATCH_GET)),  # Get: "was it me?" after a failed write
         Access(f"index:sessions:{PENDING_INDEX}", (QUERY,)),
         Access(f"index:sessions:{DLQ_INDEX}", (QUERY,)),  # dlqDepth in the status pushed to each tenant
         Access(f"index:sessions:{ACTIVE_INDEX}", (QUERY,)),  # recovery sweep, reconciler, status
-        Access("table:control", (GET, UPDATE, BATCH_GET, "dynamodb:ConditionCheckItem")),  # slot counters
+        # slot and keyed counters; Scan: the reconciler's view of the keyed counters
+        Access("table:control", (GET, UPDATE, BATCH_GET, SCAN, "dynamodb:ConditionCheckItem")),
         Access("table:connections", (SCAN, DELETE)),
         Access("table:events", (PUT, UPDATE, BATCH_WRITE)),  # scheduler:status, agent:skipped: numbered, kept
         Access("queue:work", (SQS_SEND,)),
@@ -89,10 +90,11 @@ ACCESS: dict[str, tuple[Access, ...]] = {
     ),
     # The worker: claims, runs, records, retries, dead-letters, alerts, admits the next run.
     "worker": (
-        Access("table:agents", (GET, UPDATE)),
+        Access("table:agents", (GET, UPDATE, BATCH_GET)),  # BatchGet: the next run's agent (its limits)
         Access("table:sessions", (GET, PUT, UPDATE, QUERY)),  # Query: the overlap check (recent runs)
         Access(f"index:sessions:{PENDING_INDEX}", (QUERY,)),
-        Access("table:control", (GET, UPDATE, "dynamodb:ConditionCheckItem")),  # hand-off checks the pause
+        # hand-off checks the pause; BatchGet: keyed counters and pools for the next run, admission
+        Access("table:control", (GET, UPDATE, BATCH_GET, "dynamodb:ConditionCheckItem")),
         Access("table:connections", (DELETE,)),
         Access(f"index:connections:{TENANT_INDEX}", (QUERY,)),
         Access("queue:work", (SQS_RECEIVE, SQS_DELETE, SQS_ATTRIBUTES, SQS_SEND)),  # event source + admission

@@ -81,6 +81,9 @@ def agent_from_item(m: AgentTenantModel) -> Agent:
         alerted=bool(m.alerted),
         schedule_version=int(m.schedule_version or 0),
         labels=dict(m.labels.as_dict()) if m.labels else {},
+        max_concurrency=None if m.max_concurrency is None else int(m.max_concurrency),
+        throttle={k: int(v) for k, v in m.throttle.items()} if m.throttle else None,
+        pools=tuple(m.pools or ()),
     )
 
 
@@ -104,6 +107,9 @@ def agent_to_item(a: Agent, *, due_shard: str | None, due_at: float | None) -> A
         active_runs=a.active_runs,
         consecutive_failures=a.consecutive_failures,
         alerted=a.alerted,
+        max_concurrency=a.max_concurrency,
+        throttle=a.throttle,
+        pools=list(a.pools) or None,
     )
 
 
@@ -140,6 +146,9 @@ def session_from_item(m: SessionModel) -> Session:
         cancel_requested=bool(m.cancel_requested),
         failed_at=_f(m.failed_at),
         in_dlq=m.dlq_tenant is not None,
+        holds=tuple(m.holds or ()),
+        waiting_reason=m.waiting_reason,
+        waiting_for=m.waiting_for,
     )
 
 
@@ -185,6 +194,9 @@ def session_to_item(s: Session, *, shards: int, expires_at: float | None) -> Ses
         dlq_tenant=s.tenant_id if s.in_dlq else None,
         failed_at=s.failed_at,
         expires_at=_ttl(expires_at),
+        holds=list(s.holds) or None,
+        waiting_reason=s.waiting_reason,
+        waiting_for=s.waiting_for,
     )
 
 
@@ -223,6 +235,35 @@ class AgentStore:
 
     def _forget(self, tenant_id: str, agent_id: str) -> None:
         forget_agent(tenant_id, agent_id)
+
+    def get_many_cached(self, keys: Iterable[tuple[str, str]], now: float, max_age: float) -> dict[tuple[str, str], Agent]:
+        """(tenant, agent) -> the agent, each read at most ``max_age`` ago by this process; the
+        rest in BatchGetItem requests of 100. A deleted agent is left out."""
+        out: dict[tuple[str, str], Agent] = {}
+        miss = []
+        for k in dict.fromkeys(keys):
+            hit = self._cache.get(k)
+            if hit is not None and now - hit[0] < max_age:
+                if hit[1] is not None:
+                    out[k] = hit[1]
+            else:
+                miss.append(k)
+        for i in range(0, len(miss), 100):
+            part = miss[i:i + 100]
+            with aws_call("get agents"):
+                got = {(m.tenant_id, m.agent_id): agent_from_item(m) for m in AgentTenantModel.batch_get(part)}
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            for k in part:
+                self._cache[k] = (now, got.get(k))
+                if k in got:
+                    out[k] = got[k]
+        return out
+
+    def prime(self, agents: Iterable[Agent], now: float) -> None:
+        """Agents just read in full (the tick's due schedules): later reads within the cache age use them."""
+        for a in agents:
+            self._cache[(a.tenant_id, a.agent_id)] = (now, a)
 
     def create(self, agent: Agent) -> None:
         self._forget(agent.tenant_id, agent.agent_id)
@@ -286,6 +327,10 @@ class AgentStore:
         ]
         actions.append(a.description.set(agent.description) if agent.description is not None else a.description.remove())
         actions.append(a.labels.set(agent.labels) if agent.labels else a.labels.remove())
+        actions.append(a.max_concurrency.set(agent.max_concurrency) if agent.max_concurrency is not None
+                       else a.max_concurrency.remove())
+        actions.append(a.throttle.set(agent.throttle) if agent.throttle else a.throttle.remove())
+        actions.append(a.pools.set(list(agent.pools)) if agent.pools else a.pools.remove())
         if agent.schedule is None:
             actions += [a.schedule.remove(), a.next_run_at.remove(), a.due_shard.remove(), a.due_at.remove()]
         else:

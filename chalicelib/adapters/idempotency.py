@@ -9,7 +9,7 @@ table's ``pk``; Powertools' ``DynamoDBPersistenceLayer`` does the conditional wr
   is free again;
 - the payload hash is the request's fingerprint (method, path, canonical body): another
   fingerprint under the same key is ``IDEMPOTENCY_KEY_REUSED``;
-- a 2xx answer is stored (``COMPLETED``) for 24 h (``expiration``, the table's TTL) and
+- a 2xx answer is stored (``COMPLETED``) for 24 h (``expires_at``, the table's TTL) and
   replayed; any error deletes the record, so the key can be used again.
 
 The stored answer is sealed (AES-GCM, :class:`Sealer`): a create-agent answer may carry the
@@ -116,7 +116,8 @@ class IdempotencyStore:
     """Runs a creating request at most once per (tenant, key) for 24 h; see the module docstring."""
 
     def __init__(self, client, table_name: str, sealer: Sealer) -> None:
-        self._persistence = DynamoDBPersistenceLayer(table_name=table_name, key_attr="pk", boto3_client=client)
+        self._persistence = DynamoDBPersistenceLayer(table_name=table_name, key_attr="pk", expiry_attr="expires_at",
+                                                     boto3_client=client)
         self._serializer = _SealedAnswers(sealer)
 
     def call(self, tenant_id: str, key: str, fp: Fingerprint, fn: Callable[[], tuple[int, Any]],

@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from chalicelib.adapters.dynamo import session_from_item
 from chalicelib.adapters.errors import aws_call, translate
 from chalicelib.adapters.tables import AgentTenantModel, ControlModel, SessionModel
 from chalicelib.adapters.transact import Tx, request_token
-from chalicelib.domain.admission import Admit, SlotShard, slot_limits
+from chalicelib.domain.admission import Admit, SlotShard, handoff_changes, slot_limits
 from chalicelib.domain.ids import pending_rank, pending_shard
 from chalicelib.domain.model import SessionStatus
 from chalicelib.domain.records import STAGE_ADMITTED, STAGE_PENDING, Session
@@ -94,6 +94,15 @@ class RunStore:
             return [session_from_item(m) for m in SessionModel.active_index.query(
                 shard, SessionModel.run_lease_until < now, limit=limit)]
 
+    def held_keys(self, shard: str) -> dict[str, int]:
+        """How many runs holding slots of ``shard`` hold each keyed counter."""
+        out: dict[str, int] = {}
+        with aws_call("count keyed holders"):
+            for m in SessionModel.active_index.query(shard, attributes_to_get=["holds"]):
+                for k in m.holds or ():
+                    out[k] = out.get(k, 0) + 1
+        return out
+
     def holders(self, shard: str) -> int:
         with aws_call("count slot holders"):
             return SessionModel.active_index.count(shard)
@@ -126,7 +135,8 @@ class RunStore:
 
     # --- admission: PENDING -> ADMITTED, one slot each ---------------------------------
     def admit(self, shard: SlotShard, admits: Sequence[Admit], sessions: dict[str, Session],
-              now: float) -> tuple[list[Admit], list[str]]:
+              now: float, key_limits: Mapping[str, int] | None = None,
+              key_expiry: Mapping[str, float] | None = None) -> tuple[list[Admit], list[str]]:
         """Take ``len(admits)`` slots of ``shard`` and mark those runs ADMITTED, all or nothing.
 
         Returns (admitted, gone): ``gone`` are runs another admitter (or a cancel) moved first;
@@ -142,6 +152,12 @@ class RunStore:
             n = len(todo)
             tx.update("counter", c(slot_key(shard.name)), [c.used.add(n)],
                       c.used.does_not_exist() | (c.used <= shard.limit - n))
+            take: dict[str, int] = {}
+            for a in todo:
+                for k in a.holds + a.starts:
+                    take[k] = take.get(k, 0) + 1
+            for k, k_n in sorted(take.items()):
+                _take_key(tx, k, k_n, (key_limits or {})[k], (key_expiry or {}).get(k))
             for a in todo:
                 s = sessions[a.candidate.session_id]
                 m = SessionModel
@@ -149,12 +165,14 @@ class RunStore:
                     m.stage.set(STAGE_ADMITTED), m.admitted_at.set(now), m.slot.set(shard.name),
                     m.run_lease_until.set(a.lease_until), m.tx.set(token),
                     m.pending_shard.remove(), m.pending_rank.remove(),
+                    m.holds.set(list(a.holds)) if a.holds else m.holds.remove(),
+                    m.waiting_reason.remove(), m.waiting_for.remove(),
                 ], (m.stage == STAGE_PENDING) & (m.attempt == s.attempt) & (m.cancel_requested.does_not_exist()))
             res = tx.commit("admit runs")
             if res.ok:
                 return todo, []
-            if "counter" in res.failed:
-                return [], []
+            if "counter" in res.failed or any(f.startswith(KEY_OP) for f in res.failed):
+                return [], []  # another admitter took the slots (or a keyed limit's room) first
             gone = set(res.failed)
             mine = self._written_by(todo, sessions, token)
             if mine:  # an earlier try of this very transaction committed
@@ -197,7 +215,9 @@ class RunStore:
     # --- the end of an attempt ------------------------------------------------------------
     def finish(self, s: Session, t: Transition, now: float, duration_ms: int | None,
                hand_off: tuple[Session, Admit] | None = None, count_agent: bool = True,
-               release_if_idle: bool = False, keep: Admit | None = None) -> FinishResult:
+               release_if_idle: bool = False, keep: Admit | None = None,
+               key_limits: Mapping[str, int] | None = None, key_expiry: Mapping[str, float] | None = None,
+               skip_keys: frozenset[str] = frozenset()) -> FinishResult:
         """One transaction: the session's outcome, its slot released (or handed to
         ``hand_off``, which becomes ADMITTED in its place), the agent's run counts.
 
@@ -205,10 +225,19 @@ class RunStore:
         off); raises ``WaitingHint`` otherwise, so the caller looks for a run to hand off to.
         ``keep``: a retry that keeps its slot (ADMITTED again for its next attempt), only
         while no run is waiting; raises ``WaitingHint`` otherwise.
+
+        Keyed counters: the run gives back every key it holds (``s.holds``); a hand-off gives
+        back only those the next run does not hold and takes (conditionally, under
+        ``key_limits``) those it holds and the finishing run did not, plus the next run's
+        throttle starts; a keyed limit that has no room cancels the hand-off (the slot is
+        released instead and admission decides). A kept retry keeps its keys.
+        ``skip_keys``: keys already repaired below this run's hold (not given back again).
         """
         token = request_token("finish", s.session_id, s.attempt, s.claim, t.next.value,
                               hand_off[0].session_id if hand_off else "", "keep" if keep else "")
         tx = self._finish_tx(s, t, now, duration_ms, token, hand_off, count_agent, release_if_idle, keep=keep)
+        if keep is None and s.slot:
+            _key_changes(tx, s, hand_off, key_limits, key_expiry, skip_keys)
         res = tx.commit("finish run")
         done = FinishResult(True, hand_off[0] if hand_off else None, t, keep is not None)
         if res.ok:
@@ -218,6 +247,14 @@ class RunStore:
             return done
         if keep is not None and "hint" in res.failed and "session" not in res.failed:
             raise WaitingHint("runs wait for a slot")
+        lost_keys = {f[len(KEY_OP):] for f in res.failed if f.startswith(KEY_OP)}
+        if lost_keys and "session" not in res.failed:
+            if hand_off is not None and lost_keys & set(hand_off[1].holds + hand_off[1].starts):
+                # the next run's keyed limit has no room: release instead; admission decides
+                return self.finish(s, t, now, duration_ms, None, count_agent, False, skip_keys=skip_keys)
+            log.warning("keyed counter already released", extra={"session_id": s.session_id})
+            return self.finish(s, t, now, duration_ms, hand_off, count_agent, release_if_idle, keep,
+                               key_limits, key_expiry, skip_keys | frozenset(lost_keys))
         if "session" in res.failed:
             if current is not None and current.cancel_requested and t.next is Next.RETRY \
                     and current.status is SessionStatus.RUNNING and current.claim == s.claim:
@@ -225,21 +262,24 @@ class RunStore:
                 cancelled = Transition(Next.CANCELLED, error={"category": "CANCELLED", "message": "cancelled on request"},
                                        output=t.output)
                 return self.finish(s.with_(cancel_requested=True), cancelled, now, duration_ms,
-                                   hand_off, count_agent, release_if_idle)
+                                   hand_off, count_agent, release_if_idle, key_limits=key_limits,
+                                   key_expiry=key_expiry, skip_keys=skip_keys)
             return FinishResult(False)
         if "agent" in res.failed:  # the agent was deleted meanwhile: nothing to count
-            return self.finish(s, t, now, duration_ms, hand_off, False, release_if_idle)
+            return self.finish(s, t, now, duration_ms, hand_off, False, release_if_idle,
+                               key_limits=key_limits, key_expiry=key_expiry, skip_keys=skip_keys)
         if "counter" in res.failed and release_if_idle:
             raise WaitingHint("runs wait for a slot")
         if "counter" in res.failed:  # the counter was repaired below this slot: nothing to give back
             log.warning("slot counter already released", extra={"session_id": s.session_id})
             return self._finish_without_counter(s, t, now, duration_ms, token, count_agent)
         if hand_off is not None:  # the next run moved meanwhile, or the scheduler is paused
-            return self.finish(s, t, now, duration_ms, None, count_agent, False)
+            return self.finish(s, t, now, duration_ms, None, count_agent, False, skip_keys=skip_keys)
         return FinishResult(False)
 
     def _finish_without_counter(self, s, t, now, duration_ms, token, count_agent) -> FinishResult:
         tx = self._finish_tx(s, t, now, duration_ms, token, None, count_agent, False, counter=False)
+        _key_changes(tx, s, None, None, None, frozenset())
         res = tx.commit("finish run")
         return FinishResult(res.ok, None, t)
 
@@ -249,7 +289,7 @@ class RunStore:
         m = SessionModel
         tx = Tx(token)
         actions = [m.status.set(t.next.status.value), m.tx.set(token), m.slot.remove(), m.run_lease_until.remove(),
-                   m.claim.remove()]
+                   m.claim.remove(), m.holds.remove()]
         actions.append(m.error.set(t.error) if t.error else m.error.remove())
         actions.append(m.output.set(t.output) if t.output is not None else m.output.remove())
         if duration_ms is not None:
@@ -260,7 +300,7 @@ class RunStore:
             if t.next is Next.DEAD:
                 actions += [m.dlq_tenant.set(s.tenant_id), m.failed_at.set(now)]
         elif keep is not None:
-            actions = [a for a in actions if not _touches(a, ("slot", "run_lease_until"))]
+            actions = [a for a in actions if not _touches(a, ("slot", "run_lease_until", "holds"))]
             actions += [m.next_attempt_at.set(t.next_attempt_at), m.stage.set(STAGE_ADMITTED),
                         m.admitted_at.set(now), m.run_lease_until.set(keep.lease_until)]
         else:
@@ -289,6 +329,8 @@ class RunStore:
                     m.stage.set(STAGE_ADMITTED), m.admitted_at.set(now), m.slot.set(s.slot),
                     m.run_lease_until.set(admit.lease_until), m.tx.set(token),
                     m.pending_shard.remove(), m.pending_rank.remove(),
+                    m.holds.set(list(admit.holds)) if admit.holds else m.holds.remove(),
+                    m.waiting_reason.remove(), m.waiting_for.remove(),
                 ], (m.stage == STAGE_PENDING) & (m.attempt == nxt.attempt) & m.cancel_requested.does_not_exist())
                 tx.check("state", c, STATE, None, c.paused.does_not_exist() | (c.paused == False))  # noqa: E712
         if count_agent and t.final:
@@ -343,7 +385,8 @@ class RunStore:
         actions = [m.status.set(status.value), m.tx.set(token), m.finished_at.set(now),
                    m.stage.remove(), m.slot.remove(), m.run_lease_until.remove(),
                    m.next_attempt_at.remove(), m.pending_shard.remove(), m.pending_rank.remove(),
-                   m.expires_at.set(_ttl(now + self.retention))]
+                   m.expires_at.set(_ttl(now + self.retention)), m.holds.remove(), m.waiting_reason.remove(),
+                   m.waiting_for.remove()]
         if status is SessionStatus.CANCELLED:
             actions += [m.cancel_requested.set(True),
                         m.error.set({"category": "CANCELLED", "message": "cancelled on request"})]
@@ -355,6 +398,7 @@ class RunStore:
         if s.slot:
             c = ControlModel
             tx.update("counter", c(slot_key(s.slot)), [c.used.add(-1)], c.used >= 1)
+            _key_changes(tx, s, None, None, None, frozenset())
         a = AgentTenantModel
         tx.update("agent", a(s.tenant_id, s.agent_id), [a.active_runs.add(-1)], a.agent_id.exists())
         res = tx.commit("cancel run")
@@ -385,6 +429,19 @@ class RunStore:
         current = self.get(dead.agent_id, dead.session_id)
         return current is not None and current.tx == token
 
+    def set_waiting_reason(self, s: Session, reason: str | None, waiting_for: str | None) -> bool:
+        """What holds a waiting run back (a keyed limit), written only when it changed."""
+        m = SessionModel
+        actions = [m.waiting_reason.set(reason) if reason else m.waiting_reason.remove(),
+                   m.waiting_for.set(waiting_for) if waiting_for else m.waiting_for.remove()]
+        try:
+            with aws_call("note waiting reason"):
+                m(s.agent_id, s.session_id).update(
+                    actions=actions, condition=(m.stage == STAGE_PENDING) & (m.attempt == s.attempt))
+            return True
+        except ConditionFailed:
+            return False  # admitted or ended meanwhile
+
     def request_cancel(self, s: Session) -> bool:
         """A RUNNING run: flag it; its worker stops it and the flag forbids a retry."""
         m = SessionModel
@@ -409,14 +466,45 @@ class RunStore:
             m.slot.remove(), m.run_lease_until.remove(), m.claim.remove(),
             m.pending_shard.set(pending_shard(s.session_id, self.pending_shards)),
             m.pending_rank.set(pending_rank(s.priority.rank, next_attempt_at, s.session_id, s.trigger.value == "BACKFILL")),
+            m.holds.remove(),
         ], (m.stage == STAGE_ADMITTED) & (m.attempt == s.attempt) & (m.slot == s.slot))
         c = ControlModel
         tx.update("counter", c(slot_key(s.slot)), [c.used.add(-1)], c.used >= 1)
+        _key_changes(tx, s, None, None, None, frozenset())
         res = tx.commit("wait again")
         if res.ok:
             return True
         current = self.get(s.agent_id, s.session_id)
         return current is not None and current.tx == token
+
+
+KEY_OP = "key:"  # transaction item names of keyed counters
+
+
+def _take_key(tx: Tx, key: str, n: int, limit: int, expires_at: float | None) -> None:
+    """Take ``n`` of a keyed counter, only while it stays within ``limit``."""
+    c = ControlModel
+    actions = [c.used.add(n)]
+    if expires_at is not None:  # a throttle window: it goes by itself after its window
+        actions.append(c.expires_at.set(_ttl(expires_at)))
+    tx.update(KEY_OP + key, c(key), actions, c.used.does_not_exist() | (c.used <= limit - n))
+
+
+def _key_changes(tx: Tx, s: Session, hand_off, key_limits, key_expiry, skip: frozenset[str]) -> None:
+    """The finishing run's keyed counters: given back, or (hand-off) passed to the next run,
+    which takes what it needs besides."""
+    c = ControlModel
+    give, take = list(s.holds), []
+    if hand_off is not None:
+        give, take = handoff_changes(s.holds, hand_off[1])
+        take = take + list(hand_off[1].starts)
+    for k in give:
+        if k not in skip:
+            tx.update(KEY_OP + k, c(k), [c.used.add(-1)], c.used >= 1)
+    own = {k: (lim, exp) for k, lim, exp in hand_off[1].key_limits} if hand_off is not None else {}
+    for k in take:
+        lim, exp = own.get(k) or ((key_limits or {})[k], (key_expiry or {}).get(k))
+        _take_key(tx, k, 1, lim, exp)
 
 
 def _touches(action, names: tuple[str, ...]) -> bool:

@@ -34,6 +34,7 @@ from pynamodb.attributes import (
     NumberAttribute,
     TTLAttribute,
     UnicodeAttribute,
+    UnicodeSetAttribute,
 )
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, IncludeProjection
 from pynamodb.models import Model
@@ -75,6 +76,10 @@ class AgentTenantModel(Model):
     consecutive_failures = NumberAttribute(default=0)
     alerted = BooleanAttribute(default=False)
     plan_token = UnicodeAttribute(null=True)  # the tick transaction that last advanced the schedule
+    # flow control
+    max_concurrency = NumberAttribute(null=True)
+    throttle = JSONAttribute(null=True)  # {limit, periodSeconds}
+    pools: ListAttribute[str] = ListAttribute(of=UnicodeAttribute, null=True)
 
 
 class PendingIndex(GlobalSecondaryIndex):
@@ -145,6 +150,9 @@ class SessionModel(Model):
     failed_at = NumberAttribute(null=True)
     dlq_index = DlqIndex()
     expires_at = TTLAttribute(null=True)
+    holds: ListAttribute[str] = ListAttribute(of=UnicodeAttribute, null=True)  # keyed counters held with the slot
+    waiting_reason = UnicodeAttribute(null=True)  # a keyed limit that held it back at the last admission
+    waiting_for = UnicodeAttribute(null=True)
 
 
 class ControlModel(Model):
@@ -158,8 +166,18 @@ class ControlModel(Model):
     used = NumberAttribute(null=True)  # slot counters: slots held in this shard
     waiting = BooleanAttribute(null=True)  # slot counters: runs wait for a slot (a hint for finishing workers)
     audit = ListAttribute(null=True)  # slot counters: [used, holders] the reconciler last saw differ
-    # idempotency records (``idempotency#...``, written by Powertools): kept 24 h
-    expiration = TTLAttribute(null=True)
+    # one TTL attribute for the table: idempotency records (``idempotency#...``, written by
+    # Powertools with ``expiry_attr="expires_at"``) are kept 24 h; keyed counters (``LIM#...``:
+    # tenant, agent and pool concurrency; throttle windows) use ``used``, and a throttle
+    # window's counter goes by TTL after its window
+    expires_at = TTLAttribute(null=True)
+    # pools (``POOL#<tenant>#<name>``) and a tenant's pool list (``POOLS#<tenant>``: ``names``)
+    max_concurrency = NumberAttribute(null=True)
+    throttle = JSONAttribute(null=True)
+    blocked_until = NumberAttribute(null=True)
+    created_at = NumberAttribute(null=True)
+    updated_at = NumberAttribute(null=True)
+    names = UnicodeSetAttribute(null=True)
 
 
 class TenantIndex(GlobalSecondaryIndex):

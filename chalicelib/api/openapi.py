@@ -155,7 +155,9 @@ FROM = {"name": "from", "in": "query", "required": False, "schema": {"type": "st
 
 
 OBJ = {"type": "object"}
-RUN_ACCEPTED = {"type": "object", "properties": {"sessionId": {"type": "string"}, "status": {"type": "string"}}}
+RUN_ACCEPTED = {"type": "object", "properties": {"sessionId": {"type": "string"}, "status": {"type": "string"},
+                                                 "waitingReason": S.SESSION_OUT["properties"]["waitingReason"],
+                                                 "waitingFor": S.SESSION_OUT["properties"]["waitingFor"]}}
 VALIDATION_RESULT = {"type": "object", "properties": {
     "valid": {"type": "boolean"}, "expression": {"type": "string"}, "cronExpression": {"type": "string"},
     "nextRuns": {"type": "array", "items": {"type": "string"}}, "warnings": {"type": "array", "items": {"type": "string"}}}}
@@ -185,7 +187,10 @@ SCHEMAS: dict[str, dict] = {
     "AgentCreate": S.AGENT_CREATE, "AgentUpdate": S.AGENT_PATCH, "ScheduleRequest": S.SCHEDULE_PUT,
     "RunRequest": S.RUN_NOW, "BackfillRequest": S.BACKFILL, "ValidateRequest": S.VALIDATE,
     "BulkRequest": S.BULK, "RedriveRequest": S.REDRIVE,
+    "Pool": S.POOL_OUT, "PoolPage": _page("Pool"), "PoolRequest": S.POOL_PUT, "Throttle": S.THROTTLE,
 }
+POOL_NAME_PARAM = {"name": "name", "in": "path", "required": True,
+                   "schema": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9._-]+$"}}
 
 
 def _referenced(schema, *, skip: str | None = None):
@@ -275,6 +280,16 @@ def openapi_document() -> dict:
         "/api/events/ticket": {
             "post": _op("createEventTicket", "events", "A single-use WebSocket ticket (60 s) for ?ticket=", _resp("200", "the ticket", R("EventTicket")), errors=("401",), body_required=False),
         },
+        # Pools: limits (concurrency, throttle, a provider's back-off) shared by the agents that name them.
+        "/api/pools": {"get": _op("listPools", "pools", "Your pools", _resp("200", "every pool", R("PoolPage")), errors=("401",))},
+        "/api/pools/{name}": {
+            "put": _op("putPool", "pools", "Create or replace a pool's limits", _resp("200", "the pool", R("Pool")),
+                       params=[POOL_NAME_PARAM], body=R("PoolRequest"), errors=("400", "401"), body_required=False),
+            "get": _op("getPool", "pools", "A pool with its running runs and blockedUntil", _resp("200", "the pool", R("Pool")),
+                       params=[POOL_NAME_PARAM], errors=("400", "401", "404")),
+            "delete": _op("deletePool", "pools", "Delete a pool (409 while an agent names it)", _resp("204", "deleted"),
+                          params=[POOL_NAME_PARAM], errors=("400", "401", "404", "409")),
+        },
         "/dashboard": {"get": {"operationId": "getDashboard", "tags": ["meta"], "summary": "The dashboard (HTML)", "security": [],
                                "responses": {"200": {"description": "the page", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
     }
@@ -302,5 +317,6 @@ TAGS = {
     "scheduler": "The scheduler itself: status, pause, resume",
     "dlq": "Dead runs and their redrive",
     "events": "The event stream",
+    "pools": "Pools: limits shared across agents",
     "meta": "Health, this document, the dashboard",
 }

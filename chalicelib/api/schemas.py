@@ -25,6 +25,46 @@ AGENT_FIELDS = {
     },
 }
 
+# Flow control: an agent's own limits (its implicit pool) and the shared pools it draws from.
+POOL_NAME = {"type": "string", "minLength": 1, "maxLength": 64, "description": "letters, digits, '.', '_' and '-'"}
+THROTTLE = {
+    "type": ["object", "null"],
+    "properties": {
+        "limit": {"type": "integer", "minimum": 1, "maximum": 10000},
+        "periodSeconds": {"type": "integer", "minimum": 1, "maximum": 86400},
+    },
+    "required": ["limit", "periodSeconds"],
+    "additionalProperties": False,
+    "description": "at most limit run starts per period; more wait for the next period; null removes it",
+}
+MAX_CONCURRENCY = {"type": ["integer", "null"], "minimum": 1, "maximum": 1000,
+                   "description": "at most this many runs at once; null removes the limit"}
+LIMIT_FIELDS = {
+    "maxConcurrency": MAX_CONCURRENCY,
+    "throttle": THROTTLE,
+    "pools": {"type": ["array", "null"], "maxItems": 4, "items": POOL_NAME,
+              "description": "up to 4 pool names; every pool must allow a run before it starts"},
+}
+AGENT_FIELDS.update(LIMIT_FIELDS)
+POOL_PUT = {
+    "type": "object",
+    "properties": {"maxConcurrency": MAX_CONCURRENCY, "throttle": THROTTLE},
+    "additionalProperties": False,
+}
+POOL_OUT = {
+    "type": "object",
+    "properties": {
+        "name": POOL_NAME,
+        "maxConcurrency": MAX_CONCURRENCY,
+        "throttle": THROTTLE,
+        "running": {"type": "integer", "description": "runs holding the pool (admitted or running)"},
+        "blockedUntil": {"type": ["string", "null"], "format": "date-time",
+                         "description": "a provider's rate limit: no run of the pool starts before this"},
+        "createdAt": {"type": "string", "format": "date-time"},
+        "updatedAt": {"type": "string", "format": "date-time"},
+    },
+}
+
 AGENT_CREATE = {
     "type": "object",
     "properties": AGENT_FIELDS,
@@ -199,5 +239,9 @@ SESSION_OUT: dict[str, Any] = {
         "input": {},
         "skipReason": {"type": ["string", "null"]},
         "nextAttemptAt": {"type": ["string", "null"], "format": "date-time"},
+        "waitingReason": {"type": ["string", "null"], "enum": [
+            "SCHEDULER_PAUSED", "CAPACITY", "TENANT_LIMIT", "AGENT_CONCURRENCY", "THROTTLED", "POOL_LIMIT",
+            "RATE_LIMITED", "BACKOFF", None], "description": "why a QUEUED or RETRYING run has not started"},
+        "waitingFor": {"type": ["string", "null"], "description": "the pool it waits for (POOL_LIMIT, RATE_LIMITED)"},
     },
 }

@@ -61,10 +61,19 @@ def agent_json(agent: Agent, schedule: dict | None) -> dict:
         "createdAt": iso(agent.created_at),
         "updatedAt": iso(agent.updated_at),
         "schedule": schedule,
+        "maxConcurrency": agent.max_concurrency,
+        "throttle": agent.throttle,
+        "pools": list(agent.pools),
     }
 
 
-def session_json(s: Session) -> dict:
+def session_json(s: Session, *, now: float | None = None, paused: bool = False) -> dict:
+    """``now``/``paused`` (the scheduler's state when read) let the answer say why a waiting run waits."""
+    from chalicelib.domain.admission import waiting_reason
+
+    reason, waiting_for = waiting_reason(s, now, paused) if now is not None else (
+        (s.waiting_reason, s.waiting_for) if s.status.value in ("QUEUED", "RETRYING") and s.stage == "PENDING"
+        else (None, None))
     return {
         "sessionId": s.session_id,
         "agentId": s.agent_id,
@@ -86,4 +95,6 @@ def session_json(s: Session) -> dict:
         "skipReason": s.skip_reason,
         "nextAttemptAt": iso(s.next_attempt_at),
         "waitingForSlot": s.stage == "PENDING",
+        "waitingReason": reason,
+        "waitingFor": waiting_for,
     }

@@ -27,6 +27,10 @@ class Agent:
     alerted: bool = False
     schedule_version: int = 0  # how many times the schedule changed (its history's latest version)
     labels: dict[str, str] = field(default_factory=dict)
+    # flow control: the agent's own limits (its implicit pool) and the shared pools it draws from
+    max_concurrency: int | None = None
+    throttle: dict[str, int] | None = None  # {limit, periodSeconds}
+    pools: tuple[str, ...] = ()
 
     def with_(self, **changes: Any) -> "Agent":
         return replace(self, **changes)
@@ -68,6 +72,9 @@ class Session:
     in_dlq: bool = False
     redriven_from: str | None = None  # a REDRIVE run: the dead session it re-runs
     redriven_to: str | None = None  # a dead session that was redriven: the new run
+    holds: tuple[str, ...] = ()  # the keyed concurrency counters it holds with its slot (given back with it)
+    waiting_reason: str | None = None  # what a keyed limit held it back for, as admission last saw it
+    waiting_for: str | None = None  # the pool, for a pool's limit
 
     def with_(self, **changes: Any) -> "Session":
         return replace(self, **changes)

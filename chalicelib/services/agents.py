@@ -130,8 +130,20 @@ class AgentService:
             created_at=now,
             updated_at=now,
         )
+        agent = self._with_limits(tenant_id, agent, body)
         self.c.agents.create(agent)
         return agent_json(agent, None)
+
+    def _with_limits(self, tenant_id: str, agent: Agent, body: dict) -> Agent:
+        """The flow-control fields given in ``body`` (``null`` removes a limit)."""
+        changes: dict = {}
+        if "maxConcurrency" in body:
+            changes["max_concurrency"] = body["maxConcurrency"]
+        if "throttle" in body:
+            changes["throttle"] = dict(body["throttle"]) if body["throttle"] else None
+        if "pools" in body:
+            changes["pools"] = self.c.pool_service.check_agent_pools(tenant_id, body["pools"])
+        return agent.with_(**changes) if changes else agent
 
     def get_agent(self, tenant_id: str, agent_id: str) -> Agent:
         if not agent_id or len(agent_id) > 100:
@@ -171,6 +183,7 @@ class AgentService:
                 max_retries=body.get("maxRetries", agent.max_retries),
                 updated_at=self.now(),
             )
+            updated = self._with_limits(tenant_id, updated, body)
             if "schedule" in body:  # replace (as POST .../schedule does) or remove the schedule
                 if body["schedule"] is None:
                     updated = updated.with_(schedule=None, next_run_at=None)
@@ -435,14 +448,24 @@ class AgentService:
         default = agent.schedule.priority if agent.schedule else Priority.NORMAL
         priority = Priority(body["priority"]) if "priority" in body else default
         s = self.c.dispatcher.submit_manual(agent, priority, body.get("input"))
-        return {"sessionId": s.session_id, "status": "QUEUED", "agentId": agent_id, "priority": priority.value}
+        reason, waiting_for = self.c.dispatcher.waiting_after_submit(s)
+        return {"sessionId": s.session_id, "status": "QUEUED", "agentId": agent_id, "priority": priority.value,
+                "waitingReason": reason, "waitingFor": waiting_for}
 
     def list_sessions(self, tenant_id: str, agent_id: str, limit: int, token: str | None, status: str | None) -> dict:
         self.get_agent(tenant_id, agent_id)
         if status is not None and status not in SessionStatus.__members__:
             raise ValidationError("status", f"status must be one of {', '.join(SessionStatus.__members__)}")
         items, nxt = self.c.sessions.list(agent_id, limit, token, status)
-        return {"items": [session_json(s) for s in items if s.tenant_id == tenant_id], "nextToken": nxt}
+        now, paused = self._waiting_context(items)
+        return {"items": [session_json(s, now=now, paused=paused) for s in items if s.tenant_id == tenant_id],
+                "nextToken": nxt}
+
+    def _waiting_context(self, items) -> tuple[float, bool]:
+        """The clock and the pause, read only when a run in ``items`` waits (for its waitingReason)."""
+        now = self.now()
+        waits = any(s.stage == "PENDING" for s in items)
+        return now, bool(waits and self.c.control.state().paused)
 
     def get_session_record(self, tenant_id: str, agent_id: str, session_id: str) -> Session:
         self.get_agent(tenant_id, agent_id)
@@ -452,7 +475,9 @@ class AgentService:
         return s
 
     def get_session(self, tenant_id: str, agent_id: str, session_id: str) -> dict:
-        return session_json(self.get_session_record(tenant_id, agent_id, session_id))
+        s = self.get_session_record(tenant_id, agent_id, session_id)
+        now, paused = self._waiting_context([s])
+        return session_json(s, now=now, paused=paused)
 
     def cancel(self, tenant_id: str, agent_id: str, session_id: str) -> dict:
         for _ in range(5):

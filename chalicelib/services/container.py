@@ -110,6 +110,24 @@ class Container:
         return Dispatcher(self)
 
     @functools.cached_property
+    def pools(self):
+        from chalicelib.adapters.pools import PoolStore
+
+        return PoolStore()
+
+    @functools.cached_property
+    def flow(self):
+        from chalicelib.services.flow import FlowControl
+
+        return FlowControl(self)
+
+    @functools.cached_property
+    def pool_service(self):
+        from chalicelib.services.pools import PoolService
+
+        return PoolService(self)
+
+    @functools.cached_property
     def worker(self):
         from chalicelib.services.worker import Worker
 

@@ -26,7 +26,15 @@ from datetime import datetime, timezone
 
 from chalicelib import observability
 from chalicelib.adapters.queues import OutMessage
-from chalicelib.domain.admission import START_SLACK_SECONDS, Admit, Candidate, SlotShard, plan_admission, send_delay
+from chalicelib.domain.admission import (
+    START_SLACK_SECONDS,
+    Admit,
+    Candidate,
+    SlotShard,
+    WaitingReason,
+    plan_admission,
+    send_delay,
+)
 from chalicelib.domain.cron import CronSchedule
 from chalicelib.domain.expressions import fire_times_for
 from chalicelib.domain.ids import jitter_offset, manual_session_id, scheduled_session_id
@@ -41,6 +49,33 @@ log = logging.getLogger("agent_scheduler.dispatch")
 
 ADMIT_BATCH = 99  # runs per admission transaction (plus their slot counter: 100 items)
 ADMIT_ROUNDS = 3  # re-plans when another admitter took the slots first
+PENDING_READ_FACTOR = 4  # waiting runs read per free slot (a keyed limit may hold the first ones back)
+PENDING_READ_EXTRA = 20
+TX_ITEMS = 100  # DynamoDB's limit of items in one transaction
+KEY_RECONCILE_MINUTES = 10  # the keyed counters are checked by the tick of every 10th minute
+
+
+def _batches(admits: list[Admit]) -> list[list[Admit]]:
+    """Admission transactions: the slot counter, the runs, and each keyed counter they take,
+    at most ``TX_ITEMS`` items each."""
+    out: list[list[Admit]] = []
+    cur: list[Admit] = []
+    keys: set[str] = set()
+    for a in admits:
+        new = set(a.holds + a.starts) - keys
+        if cur and (1 + len(cur) + 1 + len(keys) + len(new) > TX_ITEMS or len(cur) >= ADMIT_BATCH):
+            out.append(cur)
+            cur, keys, new = [], set(), set(a.holds + a.starts)
+        cur.append(a)
+        keys |= new
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _at(s: Session, start_at: float | None) -> Session:
+    """The run as its message describes it: a throttle may have moved its start to a later window."""
+    return s if start_at is None or start_at <= s.eligible_at else s.with_(next_attempt_at=start_at)
 RECOVER_PER_SHARD = 50  # expired leases handled per slot shard per tick
 
 
@@ -95,10 +130,13 @@ class Dispatcher:
         if not state.paused:
             due = self._read_due(now)
             report.due = len(due)
+            self.c.agents.prime(due, now)
             fresh = self._write_schedules(due, now, state.pauses, report)
         report.admitted = self._guard("admission", lambda: self.admit(now, paused=state.paused, fresh=fresh), 0)
         self._guard("recovery", lambda: self.recover(now, report), None)
         report.repaired = self._guard("reconcile", self.reconcile, 0)
+        if int(now // 60) % KEY_RECONCILE_MINUTES == 0:  # a Scan of the control table: not every minute
+            report.repaired += self._guard("reconcile keyed counters", self.reconcile_keys, 0)
         self.c.control.set_last_tick(now)
         self._publish_status()
         log.info("tick", extra={f"tick_{k}": getattr(report, k) for k in (
@@ -241,7 +279,9 @@ class Dispatcher:
         now = self.c.clock.now().timestamp() if now is None else now
         if paused is None:
             paused = self.c.control.state().paused
+        self.last_reasons, self.last_admitted = {}, set()
         if paused:
+            self.last_reasons = {s.session_id: (WaitingReason.SCHEDULER_PAUSED, None) for s in fresh}
             return 0
         cap = self.s.max_concurrent_agents
         until = now + self.s.lookahead_seconds
@@ -250,13 +290,26 @@ class Dispatcher:
         for _ in range(ADMIT_ROUNDS):
             shards = self.c.runs.slots(cap)
             free = sum(s.free for s in shards)
-            pending = self.c.runs.pending(want=max(free, 1), eligible_until=until)
+            # read past the head: runs a keyed limit holds back must not hide the runs behind them
+            pending = self.c.runs.pending(want=max(free, 1) * PENDING_READ_FACTOR + PENDING_READ_EXTRA,
+                                          eligible_until=until)
             sessions = {s.session_id: s for s in pending}
             sessions.update({s.session_id: s for s in fresh})
             for sid in gone:
                 sessions.pop(sid, None)
-            plan = plan_admission([self._candidate(s) for s in sessions.values()], shards, now=now,
-                                  lookahead=self.s.lookahead_seconds, claim_grace=self.s.resend_grace_seconds)
+            cands = [self._candidate(s) for s in sessions.values()]
+            counters: dict[str, int] = {}
+            if free > 0:  # with no free slot nothing starts: the keyed limits need not be read
+                cands, counters = self.c.flow.with_limits(cands, now)
+            plan = plan_admission(cands, shards, now=now, lookahead=self.s.lookahead_seconds,
+                                  claim_grace=self.s.resend_grace_seconds, counters=counters,
+                                  aging_seconds=self.s.priority_aging_seconds)
+            self.last_reasons = dict(plan.reasons)
+            if free > 0:
+                try:
+                    self.c.flow.note_reasons(plan.reasons, sessions)
+                except SchedulerError:
+                    log.exception("waiting reasons not written")
             blocked = any(c.eligible_at <= until for c in plan.waiting)
             self._set_hint(shards, blocked)
             if not plan.admit:
@@ -264,8 +317,9 @@ class Dispatcher:
             full = False
             by_name = {s.name: s for s in shards}
             for name, admits in plan.by_shard().items():
-                for i in range(0, len(admits), ADMIT_BATCH):
-                    done, lost = self.c.runs.admit(by_name[name], admits[i:i + ADMIT_BATCH], sessions, now)
+                for batch in _batches(admits):
+                    done, lost = self.c.runs.admit(by_name[name], batch, sessions, now,
+                                                   key_limits=plan.key_limits, key_expiry=plan.key_expiry)
                     gone.update(lost)
                     if not done and not lost:
                         full = True  # another admitter took these slots first
@@ -273,10 +327,14 @@ class Dispatcher:
                     self._send(done, sessions, waiting=blocked)
                     admitted_total += len(done)
                     taken = {a.candidate.session_id for a in done}
+                    self.last_admitted |= taken
                     fresh = [s for s in fresh if s.session_id not in taken]
             if not full:
                 return admitted_total
         return admitted_total
+
+    last_reasons: dict = {}  # the last admission's waiting reasons (run-now answers with its run's)
+    last_admitted: set = set()
 
     def _set_hint(self, shards: list[SlotShard], blocked: bool) -> None:
         change = [s.name for s in shards if s.waiting != blocked]
@@ -289,9 +347,9 @@ class Dispatcher:
         msgs = [
             OutMessage(
                 a.candidate.session_id,
-                run_message(sessions[a.candidate.session_id], a.candidate.attempt, waiting=waiting),
+                run_message(_at(sessions[a.candidate.session_id], a.start_at), a.candidate.attempt, waiting=waiting),
                 a.delay_seconds,
-                deliver_at=a.candidate.eligible_at - START_SLACK_SECONDS,
+                deliver_at=a.starts_at - START_SLACK_SECONDS,
             )
             for a in admits
         ]
@@ -362,6 +420,31 @@ class Dispatcher:
                 self.c.runs.note_audit(shard.name, list(seen))
         return repaired
 
+    def reconcile_keys(self) -> int:
+        """Each keyed concurrency counter (tenant, agent, pool) against the runs that hold it
+        (the sessions' ``holds``, read from the active index). As for the slot counters, a
+        difference seen twice in a row, unchanged, is repaired."""
+        from chalicelib.services import metrics
+
+        held: Counter = Counter()
+        for name, _ in self._shard_limits():
+            held.update(self.c.runs.held_keys(name))
+        repaired = 0
+        for key, (used, audit) in self.c.pools.concurrency_counters().items():
+            holders = held.get(key, 0)
+            if holders == used:
+                if audit is not None:
+                    self.c.pools.note_audit(key, None)
+                continue
+            seen = (used, holders)
+            if audit == seen and self.c.pools.repair(key, used, holders):
+                repaired += 1
+                log.warning("keyed counter repaired", extra={"key": key, "used": used, "holders": holders})
+                metrics.counter_repaired()
+            elif audit != seen:
+                self.c.pools.note_audit(key, list(seen))
+        return repaired
+
     # --- run now ------------------------------------------------------------------
     def submit_manual(self, agent: Agent, priority: Priority, run_input, trigger: Trigger = Trigger.MANUAL) -> Session:
         now = self.c.clock.now().timestamp()
@@ -386,6 +469,21 @@ class Dispatcher:
         except SchedulerError:  # it waits; the next admission (at the latest the tick) takes it
             log.exception("admission after run-now failed; the next tick admits")
         return s
+
+    def waiting_after_submit(self, s: Session) -> tuple[str | None, str | None]:
+        """Why a run just submitted waits, as the admission that followed its submission saw it
+        (null when it was admitted)."""
+        if s.session_id in self.last_admitted:
+            return None, None
+        reason = self.last_reasons.get(s.session_id)
+        if reason is not None:
+            return reason[0].value, reason[1]
+        stored = self.c.runs.get(s.agent_id, s.session_id)
+        if stored is None or stored.stage != STAGE_PENDING:
+            return None, None
+        from chalicelib.domain.admission import waiting_reason
+
+        return waiting_reason(stored, self.c.clock.now().timestamp(), self.c.control.state().paused)
 
     def admit_pending(self) -> int:
         """Work-conserving admission outside the tick (run-now, cancel, resume, redrive)."""

@@ -154,12 +154,14 @@ def end_attempt(c, s: Session, t: Transition, now: float, duration_ms: int | Non
         else:
             keep = None
             res = c.runs.finish(s, t, now, duration_ms, hand_off=hand)
-        if hand is None:
+        if hand is None and not _any_waiting(c, now):
             c.runs.set_waiting([s.slot], False)  # nothing could start: the hint was stale
     if not res.ok:
         if counters is not None:
             counters["superseded"] = counters.get("superseded", 0) + 1
         return False
+    if hand is not None and res.handed_off is None and not res.kept:
+        c.dispatcher.admit_pending()  # the hand-off did not happen (a keyed limit, a race): admission decides
     t = res.applied or t
     if res.kept and keep is not None:
         c.dispatcher.send_one(s.with_(status=SessionStatus.RETRYING, stage=STAGE_ADMITTED, next_attempt_at=t.next_attempt_at,
@@ -167,6 +169,8 @@ def end_attempt(c, s: Session, t: Transition, now: float, duration_ms: int | Non
     if res.handed_off is not None:
         nxt = res.handed_off
         lease = hand[1].lease_until
+        if hand[1].start_at is not None:  # a throttle window moved its start
+            nxt = nxt.with_(next_attempt_at=hand[1].start_at)
         c.dispatcher.send_one(nxt.with_(slot=s.slot, stage=STAGE_ADMITTED, run_lease_until=lease), lease,
                               waiting=True)
     final = t.next
@@ -219,6 +223,13 @@ def _dead_side_effects(c, s: Session, t: Transition, now: float, duration_ms: in
         log.exception("alert check failed")
 
 
+def _any_waiting(c, now: float) -> bool:
+    """Runs wait (eligible within the lookahead), even if keyed limits hold them all back: the
+    hint stays on so the run that frees their limit looks for them when it ends."""
+    until = now + c.settings.lookahead_seconds
+    return any(p.eligible_at <= until for p in c.runs.pending(want=1, eligible_until=until))
+
+
 def _order(c) -> tuple:
     return c.order_key
 
@@ -238,20 +249,30 @@ def _keep_for_retry(c, s: Session, t: Transition, now: float) -> Admit | None:
 
 
 def _next_waiting(c, s: Session, now: float) -> tuple[Session, Admit] | None:
-    """The first waiting run (admission order) that may start within the lookahead."""
-    from chalicelib.domain.admission import Candidate
+    """The waiting run admission would start next in the finishing run's place (fairness,
+    aging and keyed limits as admission judges them, the finishing run's keys counted as given
+    back), if one may start within the lookahead."""
+    from chalicelib.domain.admission import Candidate, SlotShard, plan_admission
+    from chalicelib.services.dispatch import PENDING_READ_EXTRA, PENDING_READ_FACTOR
 
     until = now + c.settings.lookahead_seconds
-    by_id = {p.session_id: p for p in c.runs.pending(want=1, eligible_until=until)}
+    pending = c.runs.pending(want=PENDING_READ_FACTOR + PENDING_READ_EXTRA, eligible_until=until)
+    by_id = {p.session_id: p for p in pending if p.session_id != s.session_id}
     waiting = [Candidate(p.session_id, p.tenant_id, p.agent_id, p.priority, p.eligible_at, p.timeout_seconds,
-                         p.attempt + 1, backfill=p.trigger.value == "BACKFILL") for p in by_id.values()]
-    for cand in sorted(waiting, key=lambda x: x.order_key):
-        if cand.session_id == s.session_id or cand.eligible_at > until:
-            continue
-        p = by_id[cand.session_id]
-        lease = max(now, p.eligible_at) + c.settings.resend_grace_seconds
-        return p, Admit(cand, send_delay(p.eligible_at, now), s.slot or "", lease)
-    return None
+                         p.attempt + 1, backfill=p.trigger.value == "BACKFILL") for p in by_id.values()
+               if p.eligible_at <= until]
+    if not waiting:
+        return None
+    cands, counters = c.flow.with_limits(waiting, now)
+    for k in s.holds:
+        counters[k] = max(0, counters.get(k, 0) - 1)
+    plan = plan_admission(cands, [SlotShard(s.slot or "", 0, 1)], now=now, lookahead=c.settings.lookahead_seconds,
+                          claim_grace=c.settings.resend_grace_seconds, counters=counters,
+                          aging_seconds=c.settings.priority_aging_seconds)
+    if not plan.admit:
+        return None
+    a = plan.admit[0]
+    return by_id[a.candidate.session_id], a
 
 
 class Worker:

@@ -149,10 +149,10 @@ def test_an_answer_older_than_a_day_is_forgotten(system):
     store.call("tenant-a", "k", fp, lambda: (201, {"n": 1}))
     assert store.call("tenant-a", "k", fp, lambda: (201, {"n": 2})).replayed
     [record] = idempotency_items(system)
-    assert int(record["expiration"]["N"]) - int(record["in_progress_expiration"]["N"]) // 1000 > 23 * 3600
+    assert int(record["expires_at"]["N"]) - int(record["in_progress_expiration"]["N"]) // 1000 > 23 * 3600
     client = boto3.client("dynamodb", region_name=system.settings.region)
     client.update_item(TableName=system.settings.control_table, Key={"pk": record["pk"]},
-                       UpdateExpression="SET expiration = :t", ExpressionAttributeValues={":t": {"N": "1000"}})
+                       UpdateExpression="SET expires_at = :t", ExpressionAttributeValues={":t": {"N": "1000"}})
     got = store.call("tenant-a", "k", fp, lambda: (201, {"n": 3}))
     assert got.body == {"n": 3} and not got.replayed
 

@@ -13,7 +13,7 @@ import pytest
 from chalicelib.api.openapi import openapi_document
 
 METHODS = ("get", "post", "put", "patch", "delete", "head", "options")
-TAGS = {"agents", "schedules", "sessions", "scheduler", "dlq", "events", "meta"}
+TAGS = {"agents", "schedules", "sessions", "scheduler", "dlq", "events", "meta", "pools"}
 SHARED = ("Agent", "Schedule", "Session", "Error", "Event", "Page")
 
 
