@@ -27,6 +27,7 @@ ALERT_AFTER_FAILURES = "SCHEDULER_ALERT_AFTER_FAILURES"
 TICK_SECONDS = "SCHEDULER_TICK_SECONDS"
 SESSION_RETENTION_DAYS = "SCHEDULER_SESSION_RETENTION_DAYS"
 EVENT_RETENTION_HOURS = "SCHEDULER_EVENT_RETENTION_HOURS"
+SYNC_WAIT_SECONDS = "SCHEDULER_SYNC_WAIT_SECONDS"  # longest wait for a synchronous agent answer (1..840)
 CORS_ORIGIN = "SCHEDULER_CORS_ORIGIN"  # the dashboard's origin when it is not the API's own; unset: no CORS
 
 # --- extensions: resource names and wiring (set by infra per stage) ---------
@@ -45,6 +46,7 @@ DUE_SHARDS = "SCHEDULER_DUE_SHARDS"
 PENDING_SHARDS = "SCHEDULER_PENDING_SHARDS"
 AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"  # local: the embedded moto server
 MAX_RATE_LIMITED_WAITS = "SCHEDULER_MAX_RATE_LIMITED_WAITS"
+SIGNING_KEY_ID = "SCHEDULER_SIGNING_KEY_ID"  # the KMS key that encrypts webhook agents' signing secrets
 LOG_LEVEL = "SCHEDULER_LOG_LEVEL"  # DEBUG, INFO (default), WARNING, ERROR
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 AWS_REGION = "AWS_DEFAULT_REGION"
@@ -91,6 +93,8 @@ class Settings:
     lambda_allowed: str = DEFAULT_LAMBDA_ALLOWED
     max_rate_limited_waits: int = limits.MAX_RATE_LIMITED_WAITS_DEFAULT
     log_level: str = "INFO"
+    sync_wait_seconds: int = limits.SYNC_WAIT_SECONDS_MAX
+    signing_key_id: str = ""
 
     # Fixed engineering constants (not settings): documented here in one place.
     lookahead_seconds: int = 75  # the tick admits runs due up to this far ahead (> the tick period,
@@ -140,6 +144,8 @@ class Settings:
                                         limits.MAX_RATE_LIMITED_WAITS_LIMIT),
             log_level=read_log_level(env),
             cors_origin=read_cors_origin(env),
+            sync_wait_seconds=_int(env, SYNC_WAIT_SECONDS, limits.SYNC_WAIT_SECONDS_MAX, 1, limits.SYNC_WAIT_SECONDS_MAX),
+            signing_key_id=(env.get(SIGNING_KEY_ID) or "").strip(),
         )
         if s.backoff_max_seconds < s.backoff_base_seconds:
             raise ConfigError(

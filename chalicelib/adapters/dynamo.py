@@ -17,7 +17,7 @@ from chalicelib.domain.ids import pending_rank, pending_shard
 from chalicelib.domain.model import Priority, SessionStatus, Trigger
 from chalicelib.domain.records import STAGE_PENDING, Agent, Session
 from chalicelib.domain.schedule import ScheduleSpec
-from chalicelib.errors import ConditionFailed, StorageError, ValidationError
+from chalicelib.errors import ConditionFailed, NotFound, StorageError, ValidationError
 
 
 # --- pagination tokens ---------------------------------------------------------
@@ -78,6 +78,7 @@ def agent_from_item(m: AgentTenantModel) -> Agent:
         consecutive_failures=int(m.consecutive_failures or 0),
         alerted=bool(m.alerted),
         schedule_version=int(m.schedule_version or 0),
+        signing_keys=m.signing_keys or None,
     )
 
 
@@ -100,6 +101,7 @@ def agent_to_item(a: Agent, *, due_shard: str | None, due_at: float | None) -> A
         active_runs=a.active_runs,
         consecutive_failures=a.consecutive_failures,
         alerted=a.alerted,
+        signing_keys=a.signing_keys,
     )
 
 
@@ -289,6 +291,19 @@ class AgentStore:
             same = a.next_run_at.does_not_exist() if expect_next_run_at is None else (a.next_run_at == expect_next_run_at)
             cond = same if cond is None else cond & same
         return item, actions, cond
+
+    def set_signing_keys(self, tenant_id: str, agent_id: str, keys: dict) -> None:
+        """Replace the agent's encrypted signing secrets (NotFound if it is gone)."""
+        self._forget(tenant_id, agent_id)
+        a = AgentTenantModel
+        with aws_call("save signing keys"):
+            try:
+                a(tenant_id, agent_id).update(actions=[a.signing_keys.set(keys)], condition=a.agent_id.exists())
+            except Exception as exc:
+                err = translate(exc, "save signing keys")
+                if isinstance(err, ConditionFailed):
+                    raise NotFound(f"agent {agent_id!r} not found") from None
+                raise err from exc
 
     def delete(self, tenant_id: str, agent_id: str) -> bool:
         self._forget(tenant_id, agent_id)

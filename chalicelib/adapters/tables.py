@@ -73,6 +73,7 @@ class AgentTenantModel(Model):
     consecutive_failures = NumberAttribute(default=0)
     alerted = BooleanAttribute(default=False)
     plan_token = UnicodeAttribute(null=True)  # the tick transaction that last advanced the schedule
+    signing_keys = JSONAttribute(null=True)  # webhook agents: ciphertexts of the signing secrets, never plain
 
 
 class PendingIndex(GlobalSecondaryIndex):

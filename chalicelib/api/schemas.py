@@ -6,7 +6,7 @@ from typing import Any
 from chalicelib.domain.model import CatchupPolicy, OverlapPolicy, Priority, SessionStatus
 
 PRIORITIES = [p.value for p in Priority]
-KINDS = ["echo", "sleep", "fail", "http", "lambda"]
+KINDS = ["echo", "sleep", "fail", "http", "lambda", "webhook"]
 DATETIME = {"type": "string", "format": "date-time", "maxLength": 64}
 NULLABLE_DATETIME = {"type": ["string", "null"], "format": "date-time", "maxLength": 64}
 

@@ -26,6 +26,7 @@ class Agent:
     consecutive_failures: int = 0
     alerted: bool = False
     schedule_version: int = 0  # how many times the schedule changed (its history's latest version)
+    signing_keys: dict[str, Any] | None = None  # webhook agents: encrypted signing secrets (agents/signing.py)
 
     def with_(self, **changes: Any) -> "Agent":
         return replace(self, **changes)
