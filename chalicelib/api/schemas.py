@@ -15,7 +15,8 @@ AGENT_FIELDS = {
     "kind": {"type": "string", "enum": KINDS},
     "config": {"type": "object", "x-maxBytes": 32 * 1024, "description": "kind-specific settings, at most 32 KB"},
     "description": {"type": ["string", "null"], "maxLength": 2000},
-    "timeoutSeconds": {"type": "integer", "minimum": 1, "maximum": 900},
+    "timeoutSeconds": {"type": "integer", "minimum": 1, "maximum": 86400,
+                       "description": "at most 900, or 86400 for webhook and lambda agents"},
     "maxRetries": {"type": "integer", "minimum": 0, "maximum": 10},
 }
 
@@ -67,6 +68,15 @@ SCHEDULE_FIELDS = {
 SCHEDULE_PUT = {
     "type": "object",
     "properties": SCHEDULE_FIELDS,
+    "additionalProperties": False,
+}
+
+SIGNING_SECRET_ROTATE = {
+    "type": "object",
+    "properties": {
+        "revokePrevious": {"type": "boolean",
+                           "description": "drop the old secret at once (default: both sign deliveries for 24 h)"},
+    },
     "additionalProperties": False,
 }
 

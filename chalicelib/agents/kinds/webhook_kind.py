@@ -54,16 +54,16 @@ class WebhookKind:
         config = v.as_dict(config, allowed=("url", "headers", "secretHeaders"), required=("url",))
         out: dict = {"url": _url(config["url"]), "headers": {}}
         if config.get("headers") is not None:
-            headers = _headers(config["headers"])
-            for name in headers:
-                lowered = name.lower()
+            raw = config["headers"]
+            for name in raw if isinstance(raw, dict) else ():
+                lowered = str(name).lower()
                 if lowered.startswith(_RESERVED_PREFIXES) or lowered in _RESERVED_NAMES:
                     raise ValidationError(
                         "config.headers",
                         f"config.headers may not set {name!r}: webhook-*, Host and Content-* headers are the "
                         "scheduler's own",
                     )
-            out["headers"] = headers
+            out["headers"] = _headers(raw)
         if config.get("secretHeaders") is not None:
             from chalicelib.agents.kinds.http_kind import _secret_headers
 
@@ -125,7 +125,11 @@ class WebhookKind:
         agent = getattr(ctx, "agent", None)
         tenant_id = tenant_of(ctx)
         now = self._clock.now()
-        ciphertexts = active_ciphertexts(getattr(agent, "signing_keys", None), now.timestamp())
+        # Which secrets sign is judged at the attempt's start (the scheduler's time); the
+        # signature's own timestamp is this delivery's real time.
+        started = getattr(getattr(ctx, "session", None), "started_at", None)
+        at = float(started) if started is not None else now.timestamp()
+        ciphertexts = active_ciphertexts(getattr(agent, "signing_keys", None), at)
         if not ciphertexts or tenant_id is None:
             raise AgentFailure(ErrorCategory.PERMANENT, "the agent has no signing secret; rotate it to make one")
         if deps.signing_keys is None:
