@@ -260,3 +260,20 @@ def test_the_secret_appears_in_no_other_answer_log_or_event(api, system, agent_s
     assert "agent:completed" in text  # the events were there to look at
     for secret in secrets:
         assert secret not in text and secret[6:] not in text
+
+
+def test_the_example_agent_runs_through_the_worker(api, system):
+    from examples.webhook_agent import make_server
+
+    secrets: list[str] = []
+    server = make_server(secrets)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        created = create_webhook(api, f"http://127.0.0.1:{server.server_address[1]}/")
+        secrets.append(created["signingSecret"])  # what its author puts in AGENT_SIGNING_SECRET
+        sid = run_now(api, created["id"], input={"text": "one two three four"})
+        assert work(system, take(system)) == ["succeeded"]
+        assert session(api, created["id"], sid)["output"] == {"words": 4}
+    finally:
+        server.shutdown()
+        server.server_close()
