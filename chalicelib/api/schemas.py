@@ -181,6 +181,20 @@ AGENT_OUT = {
         "createdAt": {"type": "string", "format": "date-time"},
         "updatedAt": {"type": "string", "format": "date-time"},
         "schedule": {"oneOf": [SCHEDULE_OUT, {"type": "null"}]},
+        "signingSecret": {"type": "string", "description": "webhook agents: whsec_ + base64 of 32 bytes; only in the "
+                                                           "answer that creates the secret (create, or the PATCH that "
+                                                           "makes the agent a webhook)"},
+        "warnings": {"type": "array", "items": {"type": "string"},
+                     "description": "create/PATCH: e.g. timeoutSeconds beyond the longest synchronous answer"},
+    },
+}
+SIGNING_SECRET_OUT = {
+    "type": "object",
+    "properties": {
+        "agentId": {"type": "string"},
+        "signingSecret": {"type": "string", "description": "the new secret, shown only here"},
+        "previousValidUntil": {"type": ["string", "null"], "format": "date-time",
+                               "description": "until when deliveries also carry the old secret's signature (null: revoked)"},
     },
 }
 SESSION_OUT: dict[str, Any] = {
