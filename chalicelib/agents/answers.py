@@ -123,7 +123,7 @@ def classify_result(result: Any, *, now: datetime, deadline: datetime | None = N
         if result.get("async") is True:
             return Accepted()
         if result.get("rateLimited") is True:
-            wait = result.get("retryAfterSeconds")
+            wait: Any = result.get("retryAfterSeconds")
             seconds = float(wait) if _is_number(wait) and wait >= 0 else None
             return Failed(ErrorCategory.RATE_LIMITED, "the agent is rate limited",
                           _cap(seconds, now, deadline))
@@ -198,7 +198,7 @@ def _preview(text: str, size: int) -> dict:
 
 def _success(value: Any) -> Succeeded:
     if isinstance(value, dict):
-        output = value["output"] if "output" in value else value
+        output = value.get("output", value)  # an explicit null output stays null
         usage, notes = check_usage(value.get("usage"))
         return Succeeded(bound_output(output), usage, notes)
     return Succeeded(bound_output(value))

@@ -42,10 +42,9 @@ def build_envelope(ctx: Any, config: dict | None = None) -> dict:
     attempt = int(ctx.attempt)
     timeout = getattr(session, "timeout_seconds", None)
     started = getattr(session, "started_at", None)
+    deadline: float | None = getattr(ctx, "deadline", None)
     if timeout is not None and started is not None:
         deadline = float(started) + float(timeout)
-    else:
-        deadline = getattr(ctx, "deadline", None)
     max_attempts = getattr(session, "max_attempts", None)
     input_value = ctx.input
     if input_value is None and config is not None:

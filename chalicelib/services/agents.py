@@ -12,6 +12,7 @@ import math
 from datetime import datetime, timezone
 
 from chalicelib.agents.registry import check_config
+from chalicelib.agents.signing import new_secret, rotated
 from chalicelib.api import schemas
 from chalicelib.api.serialize import agent_json, iso, schedule_fields_json, schedule_json, session_json
 from chalicelib.api.validation import parse_datetime, validate
@@ -31,7 +32,6 @@ from chalicelib.domain.ids import due_shard, jitter_offset, new_agent_id
 from chalicelib.domain.model import CatchupPolicy, OverlapPolicy, Priority, SessionStatus
 from chalicelib.domain.records import Agent, Session
 from chalicelib.domain.schedule import ScheduleSpec, add_period_start, as_fire_times, close_period
-from chalicelib.agents.signing import new_secret, rotated
 from chalicelib.errors import ConditionFailed, Conflict, NotFound, SchedulerError, ValidationError
 from chalicelib.limits import MAX_CONTRACT_TIMEOUT_SECONDS
 

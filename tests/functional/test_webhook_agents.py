@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from chalicelib.adapters.tables import AgentTenantModel
@@ -181,7 +182,7 @@ def test_the_secret_is_stored_encrypted_with_kms_bound_to_the_agent(api, system,
     plain = kms.decrypt(CiphertextBlob=blob, EncryptionContext={"tenantId": "tenant-a", "agentId": created["id"]})
     assert plain["Plaintext"].decode() == created["signingSecret"]
     assert plain["KeyId"].endswith(system.settings.signing_key_id)
-    with pytest.raises(Exception):  # bound to this agent: another agent's context does not decrypt it
+    with pytest.raises(ClientError):  # bound to this agent: another agent's context does not decrypt it
         kms.decrypt(CiphertextBlob=blob, EncryptionContext={"tenantId": "tenant-a", "agentId": "agt_other"})
 
 

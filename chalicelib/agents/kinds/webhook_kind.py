@@ -25,7 +25,7 @@ from chalicelib.agents import validation as v
 from chalicelib.agents.answers import MAX_OUTPUT_BYTES, Accepted, Failed, classify_http
 from chalicelib.agents.base import AgentFailure, KindDeps, Reported, RunAccepted, RunContext, tenant_of
 from chalicelib.agents.envelope import build_envelope, encode
-from chalicelib.agents.kinds.http_kind import CONNECT_TIMEOUT, _headers, _redact, _reason, _stopped, _url
+from chalicelib.agents.kinds.http_kind import CONNECT_TIMEOUT, _headers, _reason, _redact, _stopped, _url
 from chalicelib.agents.net import BadUrl, GuardedHttp, TargetRefused
 from chalicelib.agents.signing import active_ciphertexts, signature_headers
 from chalicelib.clock import Clock
