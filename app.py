@@ -156,6 +156,12 @@ def delete_agent(principal, agent_id):
     container().agent_service.delete(principal.tenant_id, agent_id)
 
 
+@app.route("/api/agents/{agent_id}/signing-secret", methods=["POST"], content_types=JSON_TYPES)
+@api(body="optional")
+def rotate_signing_secret(principal, agent_id, body=None):
+    return container().agent_service.rotate_signing_secret(principal.tenant_id, agent_id, body)
+
+
 # --- schedules ---------------------------------------------------------------------------
 @app.route("/api/agents/{agent_id}/schedule", methods=["POST"], content_types=JSON_TYPES)
 @api(body="required")

@@ -33,6 +33,8 @@ WEBSOCKET_TIMEOUT_SECONDS = 25  # WebSocket handlers: the same limit applies
 # --- agents ------------------------------------------------------------------------
 AGENT_TIMEOUT_MARGIN_SECONDS = 60  # left to the worker to record, retry or dead-letter
 MAX_AGENT_TIMEOUT_SECONDS = WORKER_TIMEOUT_SECONDS - AGENT_TIMEOUT_MARGIN_SECONDS  # 840: the longest synchronous run
+SYNC_WAIT_SECONDS_MAX = MAX_AGENT_TIMEOUT_SECONDS  # SCHEDULER_SYNC_WAIT_SECONDS: default and largest value
+MAX_CONTRACT_TIMEOUT_SECONDS = 86400  # webhook and lambda agents: longer work answers 202 and calls back
 
 # --- attempts ----------------------------------------------------------------------
 MAX_RETRIES_LIMIT = 10  # the largest maxRetries an agent (or SCHEDULER_MAX_RETRIES) may set

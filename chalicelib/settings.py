@@ -27,6 +27,7 @@ ALERT_AFTER_FAILURES = "SCHEDULER_ALERT_AFTER_FAILURES"
 TICK_SECONDS = "SCHEDULER_TICK_SECONDS"
 SESSION_RETENTION_DAYS = "SCHEDULER_SESSION_RETENTION_DAYS"
 EVENT_RETENTION_HOURS = "SCHEDULER_EVENT_RETENTION_HOURS"
+SYNC_WAIT_SECONDS = "SCHEDULER_SYNC_WAIT_SECONDS"  # longest wait for a synchronous agent answer (1..840)
 CORS_ORIGIN = "SCHEDULER_CORS_ORIGIN"  # the dashboard's origin when it is not the API's own; unset: no CORS
 
 # --- extensions: resource names and wiring (set by infra per stage) ---------
@@ -47,6 +48,7 @@ AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"  # local: the embedded moto server
 MAX_RATE_LIMITED_WAITS = "SCHEDULER_MAX_RATE_LIMITED_WAITS"
 TENANT_MAX_CONCURRENT = "SCHEDULER_TENANT_MAX_CONCURRENT"  # one tenant's runs holding slots; unset: the global cap
 PRIORITY_AGING_SECONDS = "SCHEDULER_PRIORITY_AGING_SECONDS"  # a waiting run rises one priority per period; 0: off
+SIGNING_KEY_ID = "SCHEDULER_SIGNING_KEY_ID"  # the KMS key that encrypts webhook agents' signing secrets
 LOG_LEVEL = "SCHEDULER_LOG_LEVEL"  # DEBUG, INFO (default), WARNING, ERROR
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 AWS_REGION = "AWS_DEFAULT_REGION"
@@ -95,6 +97,8 @@ class Settings:
     log_level: str = "INFO"
     tenant_max_concurrent: int = 0  # 0: the global cap
     priority_aging_seconds: int = 600
+    sync_wait_seconds: int = limits.SYNC_WAIT_SECONDS_MAX
+    signing_key_id: str = ""
 
     # Fixed engineering constants (not settings): documented here in one place.
     lookahead_seconds: int = 75  # the tick admits runs due up to this far ahead (> the tick period,
@@ -146,6 +150,8 @@ class Settings:
             cors_origin=read_cors_origin(env),
             tenant_max_concurrent=_int(env, TENANT_MAX_CONCURRENT, 0, 1, 1000),
             priority_aging_seconds=_int(env, PRIORITY_AGING_SECONDS, 600, 0, 7 * 86400),
+            sync_wait_seconds=_int(env, SYNC_WAIT_SECONDS, limits.SYNC_WAIT_SECONDS_MAX, 1, limits.SYNC_WAIT_SECONDS_MAX),
+            signing_key_id=(env.get(SIGNING_KEY_ID) or "").strip(),
         )
         if s.backoff_max_seconds < s.backoff_base_seconds:
             raise ConfigError(

@@ -14,6 +14,7 @@ Resources are symbolic here and resolved to ARNs by the stack:
 ``table:<key>``, ``index:<key>:<index name>``, ``queue:work``, ``queue:dlq``,
 ``topic:alerts``, ``secret:jwt``, ``ws:connections`` (the WebSocket API's
 @connections, POST), ``ws:close`` (DELETE @connections), ``lambda:agents`` (functions ``lambda`` agents may invoke),
+``kms:signing`` (the key of webhook agents' signing secrets: the API only encrypts, the worker only decrypts),
 ``logs:self`` (the function's own log group).
 """
 from __future__ import annotations
@@ -63,6 +64,7 @@ ACCESS: dict[str, tuple[Access, ...]] = {
         Access("queue:work", (SQS_SEND,)),  # run now, cancel and redrive admit at once
         Access("queue:dlq", (SQS_RECEIVE, SQS_DELETE, SQS_VISIBILITY)),  # redrive drains the DLQ
         Access("secret:jwt", (READ_SECRET,)),  # bearer tokens
+        Access("kms:signing", ("kms:Encrypt",)),  # a webhook agent's new signing secret, never read back
         # schedule:changed events: the tenant's connections, gone ones removed
         Access("table:connections", (DELETE,)),
         Access(f"index:connections:{TENANT_INDEX}", (QUERY,)),
@@ -102,6 +104,7 @@ ACCESS: dict[str, tuple[Access, ...]] = {
         Access("table:events", (PUT, UPDATE)),  # run events: numbered (head), kept
         Access("topic:alerts", ("sns:Publish",)),
         Access("lambda:agents", ("lambda:InvokeFunction",)),  # the `lambda` agent kind
+        Access("kms:signing", ("kms:Decrypt",)),  # signs webhook deliveries with the agent's secret
         Access("ws:connections", (MANAGE_CONNECTIONS,)),
     ),
     "websocket_connect": (

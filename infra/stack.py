@@ -7,6 +7,7 @@ from pathlib import Path
 from aws_cdk import CfnOutput, Duration, Fn, RemovalPolicy, Stack, Tags
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
@@ -171,6 +172,18 @@ class AgentSchedulerStack(Stack):
             ),
         )
 
+        # Webhook agents' signing secrets: the API encrypts with it, only the worker decrypts.
+        self.signing_key = kms.Key(
+            self, "SigningKey",
+            description=f"Agent Scheduler webhook signing secrets ({stage.name})",
+            enable_key_rotation=True,
+            removal_policy=RemovalPolicy.RETAIN,  # without it no stored secret can be read again
+        )
+        # The default key policy (the account administers the key; IAM grants the rest), with the
+        # account's root written as Fn::Sub rather than CDK's Fn::Join.
+        self.signing_key.node.default_child.add_property_override(  # type: ignore[union-attr]
+            "KeyPolicy.Statement.0.Principal.AWS", Fn.sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:root"))
+
         # --- one log group and one role per function ----------------------------------------
         self.ws_connections_arn = Fn.sub(
             "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${%s}/%s/POST/@connections/*"
@@ -214,6 +227,7 @@ class AgentSchedulerStack(Stack):
             ),
             app_settings.LOG_LEVEL: options.log_level,
             LAMBDA_ALLOWED_ENV: self.lambda_allowed,
+            app_settings.SIGNING_KEY_ID: self.signing_key.key_arn,
         }
         if options.cors_origin:
             env[app_settings.CORS_ORIGIN] = options.cors_origin
@@ -376,6 +390,8 @@ class AgentSchedulerStack(Stack):
             return [self.ws_close_arn]
         if symbol == "lambda:agents":
             return list(self.agent_function_arns)
+        if symbol == "kms:signing":
+            return [self.signing_key.key_arn]
         if symbol == "logs:self":
             return [self.log_groups[fn].log_group_arn]
         raise KeyError(f"unknown resource {symbol!r} in infra/access.py")

@@ -215,7 +215,9 @@ class System:
 
         sqs = aws.client("sqs", region=settings.region, endpoint_url=settings.aws_endpoint_url)
         sns = aws.client("sns", region=settings.region, endpoint_url=settings.aws_endpoint_url)
-        settings = provision(settings, sqs, sns)
+        kms = aws.client("kms", region=settings.region, endpoint_url=settings.aws_endpoint_url)
+        settings = provision(settings, sqs, sns, kms)  # a KMS key for webhook agents' signing secrets
+        os.environ.setdefault("SCHEDULER_SIGNING_KEY_ID", settings.signing_key_id)
         self.container = Container(settings)
         wiring.set_container(self.container)
         self.settings = settings

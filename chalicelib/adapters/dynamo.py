@@ -19,7 +19,7 @@ from chalicelib.domain.ids import pending_rank, pending_shard
 from chalicelib.domain.model import Priority, SessionStatus, Trigger
 from chalicelib.domain.records import STAGE_PENDING, Agent, Session
 from chalicelib.domain.schedule import ScheduleSpec
-from chalicelib.errors import ConditionFailed, StorageError, ValidationError
+from chalicelib.errors import ConditionFailed, NotFound, StorageError, ValidationError
 
 
 # --- pagination tokens ---------------------------------------------------------
@@ -84,6 +84,7 @@ def agent_from_item(m: AgentTenantModel) -> Agent:
         max_concurrency=None if m.max_concurrency is None else int(m.max_concurrency),
         throttle={k: int(v) for k, v in m.throttle.items()} if m.throttle else None,
         pools=tuple(m.pools or ()),
+        signing_keys=m.signing_keys or None,
     )
 
 
@@ -110,6 +111,7 @@ def agent_to_item(a: Agent, *, due_shard: str | None, due_at: float | None) -> A
         max_concurrency=a.max_concurrency,
         throttle=a.throttle,
         pools=list(a.pools) or None,
+        signing_keys=a.signing_keys,
     )
 
 
@@ -346,6 +348,19 @@ class AgentStore:
             same = a.next_run_at.does_not_exist() if expect_next_run_at is None else (a.next_run_at == expect_next_run_at)
             cond = same if cond is None else cond & same
         return item, actions, cond
+
+    def set_signing_keys(self, tenant_id: str, agent_id: str, keys: dict) -> None:
+        """Replace the agent's encrypted signing secrets (NotFound if it is gone)."""
+        self._forget(tenant_id, agent_id)
+        a = AgentTenantModel
+        with aws_call("save signing keys"):
+            try:
+                a(tenant_id, agent_id).update(actions=[a.signing_keys.set(keys)], condition=a.agent_id.exists())
+            except Exception as exc:
+                err = translate(exc, "save signing keys")
+                if isinstance(err, ConditionFailed):
+                    raise NotFound(f"agent {agent_id!r} not found") from None
+                raise err from exc
 
     def delete(self, tenant_id: str, agent_id: str) -> bool:
         self._forget(tenant_id, agent_id)

@@ -17,8 +17,11 @@ MAX_RECEIVE_COUNT = limits.MAX_RECEIVE_COUNT  # a message received this often go
 DLQ_RETENTION_SECONDS = limits.DLQ_RETENTION_SECONDS
 
 
-def provision(settings: Settings, sqs, sns) -> Settings:
-    """Create everything (idempotent) and return settings with the URLs and ARN filled in."""
+def provision(settings: Settings, sqs, sns, kms=None) -> Settings:
+    """Create everything (idempotent) and return settings with the URLs and ARN filled in.
+
+    With a ``kms`` client and no ``SCHEDULER_SIGNING_KEY_ID``, a key for webhook agents'
+    signing secrets is created too and named in the settings returned."""
     tables.bind(settings)
     tables.create_tables(wait=False)
     dlq_url = sqs.create_queue(
@@ -33,4 +36,9 @@ def provision(settings: Settings, sqs, sns) -> Settings:
         },
     )["QueueUrl"]
     topic_arn = sns.create_topic(Name=ALERT_TOPIC_NAME)["TopicArn"]
-    return settings.with_(work_queue_url=work_url, dlq_url=dlq_url, alert_topic_arn=topic_arn)
+    settings = settings.with_(work_queue_url=work_url, dlq_url=dlq_url, alert_topic_arn=topic_arn)
+    if kms is not None and not settings.signing_key_id:
+        from chalicelib.adapters.signing_keys import create_key
+
+        settings = settings.with_(signing_key_id=create_key(kms))
+    return settings

@@ -80,6 +80,7 @@ class AgentTenantModel(Model):
     max_concurrency = NumberAttribute(null=True)
     throttle = JSONAttribute(null=True)  # {limit, periodSeconds}
     pools: ListAttribute[str] = ListAttribute(of=UnicodeAttribute, null=True)
+    signing_keys = JSONAttribute(null=True)  # webhook agents: ciphertexts of the signing secrets, never plain
 
 
 class PendingIndex(GlobalSecondaryIndex):

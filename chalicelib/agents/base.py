@@ -124,6 +124,10 @@ class KindDeps:
     boto3 Lambda client) is wrapped into one.
     ``http``: a :class:`~chalicelib.agents.net.GuardedHttp`; None builds one from
     ``policy`` and ``resolver`` (None: the system's resolver).
+    ``signing_keys``: decrypts webhook agents' signing secrets
+    (:class:`~chalicelib.adapters.signing_keys.SigningKeys`); only the worker has one.
+    ``sync_wait_seconds``: the longest wait for a synchronous answer
+    (``SCHEDULER_SYNC_WAIT_SECONDS``); None: the largest allowed.
     """
 
     policy: Any = None
@@ -131,6 +135,8 @@ class KindDeps:
     lambda_client: Any = None
     http: Any = None
     resolver: Any = None
+    signing_keys: Any = None
+    sync_wait_seconds: float | None = None
 
     def agent_policy(self):
         from chalicelib.agents.policy import AgentPolicy

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.agents.base import AgentFailure, AgentKind, KindDeps, Reported, RunAccepted, RunContext, tenant_of
-from chalicelib.agents.jsonsafe import bounded, truncate_text
+from chalicelib.agents.jsonsafe import MAX_OUTPUT_BYTES, bounded, truncate_text
 from chalicelib.agents.redact import scrub, scrub_value, secret_values
 from chalicelib.domain.model import ErrorCategory
 from chalicelib.errors import ValidationError
@@ -94,7 +94,8 @@ def _execute(
         if isinstance(result, Reported):
             result, usage = result.output, result.usage
         try:
-            return Outcome(ok=True, output=bounded(result), usage=usage)
+            limit = getattr(kind, "max_output_bytes", MAX_OUTPUT_BYTES)  # a kind may keep more than 16 KB
+            return Outcome(ok=True, output=bounded(result, limit), usage=usage)
         except Exception as err:  # pragma: no cover - to_jsonable is total
             return _failed(ErrorCategory.INTERNAL, f"output not serialisable: {err}")
 

@@ -10,6 +10,7 @@ from chalicelib.agents.kinds.fail import FailKind
 from chalicelib.agents.kinds.http_kind import HttpKind
 from chalicelib.agents.kinds.lambda_kind import LambdaKind
 from chalicelib.agents.kinds.sleep import SleepKind
+from chalicelib.agents.kinds.webhook_kind import WebhookKind
 from chalicelib.errors import ValidationError
 
 _kinds: dict[str, AgentKind] = {}
@@ -57,6 +58,6 @@ def kind_names() -> list[str]:
     return sorted(_kinds)
 
 
-for _kind in (EchoKind(), SleepKind(), FailKind(), HttpKind(), LambdaKind()):
+for _kind in (EchoKind(), SleepKind(), FailKind(), HttpKind(), LambdaKind(), WebhookKind()):
     register(_kind)
 del _kind

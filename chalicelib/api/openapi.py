@@ -188,6 +188,7 @@ SCHEMAS: dict[str, dict] = {
     "RunRequest": S.RUN_NOW, "BackfillRequest": S.BACKFILL, "ValidateRequest": S.VALIDATE,
     "BulkRequest": S.BULK, "RedriveRequest": S.REDRIVE,
     "Pool": S.POOL_OUT, "PoolPage": _page("Pool"), "PoolRequest": S.POOL_PUT, "Throttle": S.THROTTLE,
+    "SigningSecret": S.SIGNING_SECRET_OUT, "SigningSecretRequest": S.SIGNING_SECRET_ROTATE,
 }
 POOL_NAME_PARAM = {"name": "name", "in": "path", "required": True,
                    "schema": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9._-]+$"}}
@@ -221,6 +222,12 @@ def openapi_document() -> dict:
             "get": _op("getAgent", "agents", "Read an agent", _resp("200", "the agent", R("Agent")), params=[AGENT_ID], errors=("401", "404")),
             "patch": _op("updateAgent", "agents", "Update an agent (partial)", _resp("200", "the agent", R("Agent")), params=[AGENT_ID], body=R("AgentUpdate")),
             "delete": _op("deleteAgent", "agents", "Delete an agent and its schedule", _resp("204", "deleted"), params=[AGENT_ID], errors=("401", "404")),
+        },
+        "/api/agents/{agent_id}/signing-secret": {
+            "post": _op("rotateSigningSecret", "agents",
+                        "Rotate a webhook agent's signing secret (both sign for 24 h unless revokePrevious)",
+                        _resp("200", "the new secret, shown once", R("SigningSecret")), params=[AGENT_ID],
+                        body=R("SigningSecretRequest"), body_required=False),
         },
         "/api/agents/{agent_id}/schedule": {
             "post": _op("setSchedule", "schedules", "Create or replace the schedule", _resp("200", "the schedule, with warnings and conflicts", R("Schedule")), params=[AGENT_ID], body=R("ScheduleRequest")),

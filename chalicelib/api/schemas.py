@@ -6,7 +6,7 @@ from typing import Any
 from chalicelib.domain.model import CatchupPolicy, OverlapPolicy, Priority, SessionStatus
 
 PRIORITIES = [p.value for p in Priority]
-KINDS = ["echo", "sleep", "fail", "http", "lambda"]
+KINDS = ["echo", "sleep", "fail", "http", "lambda", "webhook"]
 DATETIME = {"type": "string", "format": "date-time", "maxLength": 64}
 NULLABLE_DATETIME = {"type": ["string", "null"], "format": "date-time", "maxLength": 64}
 
@@ -15,7 +15,8 @@ AGENT_FIELDS = {
     "kind": {"type": "string", "enum": KINDS},
     "config": {"type": "object", "x-maxBytes": 32 * 1024, "description": "kind-specific settings, at most 32 KB"},
     "description": {"type": ["string", "null"], "maxLength": 2000},
-    "timeoutSeconds": {"type": "integer", "minimum": 1, "maximum": 900},
+    "timeoutSeconds": {"type": "integer", "minimum": 1, "maximum": 86400,
+                       "description": "at most 900, or 86400 for webhook and lambda agents"},
     "maxRetries": {"type": "integer", "minimum": 0, "maximum": 10},
     "labels": {
         "type": ["object", "null"], "maxProperties": 32,
@@ -113,6 +114,15 @@ SCHEDULE_FIELDS = {
 SCHEDULE_PUT = {
     "type": "object",
     "properties": SCHEDULE_FIELDS,
+    "additionalProperties": False,
+}
+
+SIGNING_SECRET_ROTATE = {
+    "type": "object",
+    "properties": {
+        "revokePrevious": {"type": "boolean",
+                           "description": "drop the old secret at once (default: both sign deliveries for 24 h)"},
+    },
     "additionalProperties": False,
 }
 
@@ -217,6 +227,20 @@ AGENT_OUT = {
         "createdAt": {"type": "string", "format": "date-time"},
         "updatedAt": {"type": "string", "format": "date-time"},
         "schedule": {"oneOf": [SCHEDULE_OUT, {"type": "null"}]},
+        "signingSecret": {"type": "string", "description": "webhook agents: whsec_ + base64 of 32 bytes; only in the "
+                                                           "answer that creates the secret (create, or the PATCH that "
+                                                           "makes the agent a webhook)"},
+        "warnings": {"type": "array", "items": {"type": "string"},
+                     "description": "create/PATCH: e.g. timeoutSeconds beyond the longest synchronous answer"},
+    },
+}
+SIGNING_SECRET_OUT = {
+    "type": "object",
+    "properties": {
+        "agentId": {"type": "string"},
+        "signingSecret": {"type": "string", "description": "the new secret, shown only here"},
+        "previousValidUntil": {"type": ["string", "null"], "format": "date-time",
+                               "description": "until when deliveries also carry the old secret's signature (null: revoked)"},
     },
 }
 SESSION_OUT: dict[str, Any] = {

@@ -91,3 +91,4 @@ class AgentKindName(str, enum.Enum):
     FAIL = "fail"
     HTTP = "http"
     LAMBDA = "lambda"
+    WEBHOOK = "webhook"

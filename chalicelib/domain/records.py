@@ -31,6 +31,7 @@ class Agent:
     max_concurrency: int | None = None
     throttle: dict[str, int] | None = None  # {limit, periodSeconds}
     pools: tuple[str, ...] = ()
+    signing_keys: dict[str, Any] | None = None  # webhook agents: encrypted signing secrets (agents/signing.py)
 
     def with_(self, **changes: Any) -> "Agent":
         return replace(self, **changes)

@@ -12,6 +12,7 @@ import math
 from datetime import datetime, timezone
 
 from chalicelib.agents.registry import check_config
+from chalicelib.agents.signing import new_secret, rotated
 from chalicelib.api import schemas
 from chalicelib.api.serialize import agent_json, iso, schedule_fields_json, schedule_json, session_json
 from chalicelib.api.validation import parse_datetime, validate
@@ -33,9 +34,13 @@ from chalicelib.domain.model import CatchupPolicy, OverlapPolicy, Priority, Sess
 from chalicelib.domain.records import Agent, Session
 from chalicelib.domain.schedule import ScheduleSpec, add_period_start, as_fire_times, close_period
 from chalicelib.errors import ConditionFailed, Conflict, NotFound, SchedulerError, ValidationError
+from chalicelib.limits import MAX_CONTRACT_TIMEOUT_SECONDS
 
 log = logging.getLogger("agent_scheduler.api")
 DEFAULT_TIMEOUT = 300
+WEBHOOK = "webhook"
+CONTRACT_KINDS = ("webhook", "lambda")  # agents that may answer 202 and call back
+MAX_SYNC_TIMEOUT_SECONDS = 900  # the other kinds end within one worker invocation
 
 
 def _utc(dt: datetime) -> float:
@@ -116,6 +121,7 @@ class AgentService:
     def create(self, tenant_id: str, body: dict) -> dict:
         body = validate(body, schemas.AGENT_CREATE)
         config = self._check_config(tenant_id, body["kind"], body.get("config"))
+        self._check_timeout(body["kind"], body.get("timeoutSeconds", DEFAULT_TIMEOUT))
         now = self.now()
         agent = Agent(
             tenant_id=tenant_id,
@@ -131,8 +137,57 @@ class AgentService:
             updated_at=now,
         )
         agent = self._with_limits(tenant_id, agent, body)
+        secret = None
+        if agent.kind == WEBHOOK:  # every webhook agent is born with its signing secret
+            secret = new_secret()
+            agent = agent.with_(signing_keys=rotated(None, self._encrypt(secret, agent), now, revoke_previous=True))
         self.c.agents.create(agent)
-        return agent_json(agent, None)
+        return self._with_contract_fields(agent_json(agent, None), agent, secret)
+
+    # --- the agent contract: signing secrets and timeouts ----------------------------------
+    def _encrypt(self, secret: str, agent: Agent) -> str:
+        return self.c.signing_keys.encrypt(secret, agent.tenant_id, agent.agent_id)
+
+    def _check_timeout(self, kind: str, timeout: int) -> None:
+        """Agents that speak the contract may run a day (they answer 202 and call back); the
+        others end within one worker invocation."""
+        limit = MAX_CONTRACT_TIMEOUT_SECONDS if kind in CONTRACT_KINDS else MAX_SYNC_TIMEOUT_SECONDS
+        if timeout > limit:
+            raise ValidationError(
+                "timeoutSeconds",
+                f"timeoutSeconds must be at most {limit} for a {kind} agent, got {timeout}"
+                + ("" if kind in CONTRACT_KINDS else " (webhook and lambda agents may run up to 86400)"),
+            )
+
+    def _with_contract_fields(self, view: dict, agent: Agent, secret: str | None = None) -> dict:
+        """The create/PATCH answer: the signing secret when this answer made it, and warnings."""
+        if secret is not None:
+            view["signingSecret"] = secret
+        limit = self.s.sync_wait_seconds
+        if agent.kind in CONTRACT_KINDS and agent.timeout_seconds > limit:
+            view["warnings"] = [
+                f"timeoutSeconds ({agent.timeout_seconds}) is longer than the longest synchronous answer "
+                f"({limit} s, SCHEDULER_SYNC_WAIT_SECONDS): for longer work the agent must answer 202 and "
+                "report by callback, or its attempts end TIMEOUT"
+            ]
+        return view
+
+    def rotate_signing_secret(self, tenant_id: str, agent_id: str, body: dict | None) -> dict:
+        """A new signing secret, shown once; the old one stays valid 24 h unless ``revokePrevious``."""
+        body = validate(body or {}, schemas.SIGNING_SECRET_ROTATE)
+        agent = self.get_agent(tenant_id, agent_id)
+        if agent.kind != WEBHOOK:
+            raise ValidationError("kind", f"kind: only webhook agents have a signing secret (this one is {agent.kind})")
+        secret = new_secret()
+        now = self.now()
+        keys = rotated(agent.signing_keys, self._encrypt(secret, agent), now,
+                       revoke_previous=bool(body.get("revokePrevious", False)))
+        self.c.agents.set_signing_keys(tenant_id, agent_id, keys)
+        return {
+            "agentId": agent_id,
+            "signingSecret": secret,
+            "previousValidUntil": iso(keys.get("previousUntil")),
+        }
 
     def _with_limits(self, tenant_id: str, agent: Agent, body: dict) -> Agent:
         """The flow-control fields given in ``body`` (``null`` removes a limit)."""
@@ -184,6 +239,11 @@ class AgentService:
                 updated_at=self.now(),
             )
             updated = self._with_limits(tenant_id, updated, body)
+            self._check_timeout(updated.kind, updated.timeout_seconds)
+            if updated.kind == WEBHOOK and not (updated.signing_keys or {}).get("current"):
+                made["secret"] = new_secret()  # became a webhook agent: it gets its signing secret now
+                updated = updated.with_(
+                    signing_keys=rotated(None, self._encrypt(made["secret"], updated), self.now(), revoke_previous=True))
             if "schedule" in body:  # replace (as POST .../schedule does) or remove the schedule
                 if body["schedule"] is None:
                     updated = updated.with_(schedule=None, next_run_at=None)
@@ -192,11 +252,14 @@ class AgentService:
                     updated = updated.with_(schedule=spec, next_run_at=self.first_fire(spec, fires, self.now()))
             return updated
 
+        made: dict = {}
         saved = body.get("schedule") is not None
         updated = self._mutate(tenant_id, agent_id, change, saved=saved)
+        if made.get("secret"):
+            self.c.agents.set_signing_keys(tenant_id, agent_id, updated.signing_keys)
         if saved:
             self.c.dispatcher.dispatch_soon(self.c.agents.get(tenant_id, agent_id) or updated)
-        return self.agent_view(updated)
+        return self._with_contract_fields(self.agent_view(updated), updated, made.get("secret"))
 
     def delete(self, tenant_id: str, agent_id: str) -> None:
         self.get_agent(tenant_id, agent_id)

@@ -51,12 +51,22 @@ class Container:
         return AgentPolicy.from_settings(self.settings)
 
     def kind_deps(self, kind: str):
-        """What an agent kind gets to run: the policy, and for ``lambda`` an invoker."""
+        """What an agent kind gets to run: the policy, for ``lambda`` an invoker, for
+        ``webhook`` the signing secrets' store and the synchronous wait."""
         from chalicelib.adapters.lambda_invoke import LambdaInvoker
         from chalicelib.agents.base import KindDeps
 
         invoker = LambdaInvoker(self.client("lambda")) if kind == "lambda" else None
-        return KindDeps(policy=self.agent_policy, lambda_invoker=invoker)
+        signing_keys = self.signing_keys if kind == "webhook" else None
+        return KindDeps(policy=self.agent_policy, lambda_invoker=invoker, signing_keys=signing_keys,
+                        sync_wait_seconds=self.settings.sync_wait_seconds)
+
+    @functools.cached_property
+    def signing_keys(self):
+        """Webhook agents' signing secrets, encrypted with the KMS key ``SCHEDULER_SIGNING_KEY_ID``."""
+        from chalicelib.adapters.signing_keys import SigningKeys
+
+        return SigningKeys(self.client("kms"), self.settings.signing_key_id)
 
     def client(self, service: str) -> Any:
         if service == "lambda" and service not in self._clients:

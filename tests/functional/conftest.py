@@ -71,7 +71,7 @@ def system(clock, settings_overrides):
         base = Settings.from_env({"SCHEDULER_JWT_SECRET": SECRET}).with_(**settings_overrides)
         sqs = boto3.client("sqs", region_name="us-east-1")
         sns = boto3.client("sns", region_name="us-east-1")
-        settings = provision(base, sqs, sns)
+        settings = provision(base, sqs, sns, boto3.client("kms", region_name="us-east-1"))
         c = Container(settings, clock=clock)
         wiring.set_container(c)
         try:

@@ -93,6 +93,10 @@ class Recorder:
             return {("execute-api:ManageConnections", resource)}
         if service == "secretsmanager":
             return {(f"secretsmanager:{op}", "secret:jwt")}
+        if service == "kms":
+            resource = "kms:signing" if p.get("KeyId", self.settings.signing_key_id) == self.settings.signing_key_id \
+                else f"?{p.get('KeyId')}"
+            return {(f"kms:{op}", resource)}
         return {(f"{service}:{op}", "?")}
 
     def observed(self) -> dict[str, set[tuple[str, str]]]:
@@ -110,7 +114,7 @@ def recorder(monkeypatch):
         base = Settings.from_env({"SCHEDULER_JWT_SECRET": SECRET}).with_(
             ws_endpoint=WS_ENDPOINT, alert_after_failures=1, jwt_secret="", jwt_secret_arn=secret_arn)
         settings = provision(base, boto3.client("sqs", region_name="us-east-1"),
-                             boto3.client("sns", region_name="us-east-1"))
+                             boto3.client("sns", region_name="us-east-1"), boto3.client("kms", region_name="us-east-1"))
         rec = Recorder(settings)
         original = botocore.client.BaseClient._make_api_call
 
@@ -185,6 +189,8 @@ def test_every_call_is_granted(recorder):
                                             "config": {"category": "PERMANENT"}})
         lam = call("POST", "/api/agents", {"name": "lambda", "kind": "lambda", "maxRetries": 0,
                                            "config": {"functionName": AGENT_FUNCTION}})
+        hook = call("POST", "/api/agents", {"name": "hook", "kind": "webhook", "maxRetries": 0,
+                                            "config": {"url": "http://127.0.0.1:9/"}})  # signs, then finds no one
         ws_event(ws.on_message, "websocket_message", "conn-1",
                  body=json.dumps({"action": "subscribe", "agentIds": ["*", echo.get("id", "x")]}))
         ws_event(ws.on_message, "websocket_message", "conn-1", body=json.dumps({"action": "ping"}))
@@ -193,7 +199,7 @@ def test_every_call_is_granted(recorder):
         call("PATCH", f"/api/agents/{echo.get('id')}", {"description": "covered"})
         call("GET", "/api/agents")
         call("GET", f"/api/agents/{echo.get('id')}")
-        for agent in (fail, lam, echo):
+        for agent in (fail, lam, hook, echo):
             call("POST", f"/api/agents/{agent.get('id')}/run", {})
         call("GET", "/api/scheduler/status")
         clock.advance(40)
@@ -235,10 +241,11 @@ def test_every_call_is_granted(recorder):
     # The scenario still reaches the paths that need the narrowest grants (else it proves little).
     reached = {
         "worker": {("sns:Publish", "topic:alerts"), ("lambda:InvokeFunction", "lambda:agents"),
+                   ("kms:Decrypt", "kms:signing"),
                    ("sqs:SendMessage", "queue:dlq"), ("execute-api:ManageConnections", "ws:connections")},
         "tick": {("dynamodb:Query", "index:agents:due-index"), ("execute-api:ManageConnections", "ws:connections")},
         "api_handler": {("sqs:ReceiveMessage", "queue:dlq"), ("sqs:SendMessage", "queue:work"),
-                        ("secretsmanager:GetSecretValue", "secret:jwt")},
+                        ("secretsmanager:GetSecretValue", "secret:jwt"), ("kms:Encrypt", "kms:signing")},
         "websocket_connect": {("secretsmanager:GetSecretValue", "secret:jwt")},
     }
     for function, needed in reached.items():

@@ -397,7 +397,7 @@ def test_every_function_gets_every_variable_the_app_reads_in_aws(resources, stag
         app_settings.ENVIRONMENT, app_settings.MAX_CONCURRENT_AGENTS, app_settings.AGENTS_TABLE,
         app_settings.SESSIONS_TABLE, app_settings.CONTROL_TABLE, app_settings.CONNECTIONS_TABLE,
         app_settings.WORK_QUEUE_URL, app_settings.DLQ_URL, app_settings.ALERT_TOPIC_ARN,
-        app_settings.WS_ENDPOINT, app_settings.JWT_SECRET_ARN,
+        app_settings.WS_ENDPOINT, app_settings.JWT_SECRET_ARN, app_settings.SIGNING_KEY_ID,
     }
     for lid in FUNCTIONS.values():
         env = env_of(resources, lid)
@@ -409,7 +409,7 @@ def test_every_function_gets_every_variable_the_app_reads_in_aws(resources, stag
         s = Settings.from_env(plain)
         assert s.environment == "aws"
         for field in ("agents_table", "sessions_table", "control_table", "connections_table", "work_queue_url",
-                      "dlq_url", "alert_topic_arn", "ws_endpoint", "jwt_secret_arn"):
+                      "dlq_url", "alert_topic_arn", "ws_endpoint", "jwt_secret_arn", "signing_key_id"):
             assert getattr(s, field).startswith("resolved-"), (lid, field)
 
 
@@ -464,6 +464,7 @@ def _symbol(resource, resources, own_log_group) -> str:
     by_target[env_target(resources, app_settings.DLQ_URL)] = "queue:dlq"
     by_target[env_target(resources, app_settings.ALERT_TOPIC_ARN)] = "topic:alerts"
     by_target[env_target(resources, app_settings.JWT_SECRET_ARN)] = "secret:jwt"
+    by_target[env_target(resources, app_settings.SIGNING_KEY_ID)] = "kms:signing"
     if isinstance(resource, dict) and ("Ref" in resource or "Fn::GetAtt" in resource):
         target = ref(resource)
         if target == own_log_group:
@@ -515,6 +516,8 @@ def test_sensitive_grants_go_only_where_they_are_used(resources):
     assert holders("secretsmanager:GetSecretValue") == {"api_handler", "websocket_connect"}  # not tick, worker
     assert holders("sns:Publish") == {"worker", "tick"}  # the tick ends abandoned attempts too (a dead run alerts)
     assert holders("lambda:InvokeFunction") == {"worker"}
+    assert holders("kms:Decrypt") == {"worker"}  # signing secrets are read only where deliveries are signed
+    assert holders("kms:Encrypt") == {"api_handler"}
     assert holders("sqs:ReceiveMessage", "queue:work") == {"worker"}
     assert holders("sqs:ReceiveMessage", "queue:dlq") == {"api_handler"}
     # the API pushes schedule:changed to the tenant's connections

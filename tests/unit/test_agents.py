@@ -103,7 +103,7 @@ def test_fake_context_satisfies_protocol():
 
 # --- registry ----------------------------------------------------------------
 def test_kind_names_are_the_built_ins():
-    assert kind_names() == ["echo", "fail", "http", "lambda", "sleep"]
+    assert kind_names() == ["echo", "fail", "http", "lambda", "sleep", "webhook"]
     assert kind_names() == sorted(k.value for k in AgentKindName)
     for name in kind_names():
         assert get_kind(name).name == name
@@ -117,7 +117,7 @@ def test_unknown_kind():
     with pytest.raises(ValidationError) as info:
         get_kind("x")
     assert info.value.field == "kind"
-    assert info.value.message == "unknown kind 'x'; expected one of echo, fail, http, lambda, sleep"
+    assert info.value.message == "unknown kind 'x'; expected one of echo, fail, http, lambda, sleep, webhook"
 
 
 def test_register_a_new_kind():
@@ -333,7 +333,8 @@ def test_lambda_success():
     assert out == Outcome(ok=True, output={"ok": True, "n": 2})
     (call,) = client.calls
     assert call["FunctionName"] == FN
-    assert json.loads(call["Payload"]) == {"x": 1}
+    event = json.loads(call["Payload"])
+    assert event["type"] == "agent.run" and event["input"] == {"x": 1}  # the payload stands in for no input
     assert isinstance(call["Payload"], bytes)
 
 
@@ -346,12 +347,9 @@ def test_lambda_without_payload_sends_the_run():
         KindDeps(lambda_client=client),
     )
     assert out == Outcome(ok=True, output=None)
-    assert json.loads(client.calls[0]["Payload"]) == {
-        "agentId": "agt_1",
-        "sessionId": "ses_1",
-        "attempt": 2,
-        "input": {"k": "v"},
-    }
+    event = json.loads(client.calls[0]["Payload"])  # the run envelope, as webhook agents get it
+    assert (event["type"], event["sessionId"], event["attempt"], event["input"]) == ("agent.run", "ses_1", 2, {"k": "v"})
+    assert event["agent"]["id"] == "agt_1" and event["callback"] is None
 
 
 def test_lambda_function_error():

@@ -25,7 +25,7 @@ from chalicelib.settings import Settings
     ({"name": "a", "kind": "echo", "config": []}, "config"),
     ({"name": "a", "kind": "echo", "config": {"x": "y" * 33000}}, "config"),
     ({"name": "a", "kind": "echo", "timeoutSeconds": 0}, "timeoutSeconds"),
-    ({"name": "a", "kind": "echo", "timeoutSeconds": 901}, "timeoutSeconds"),
+    ({"name": "a", "kind": "echo", "timeoutSeconds": 86401}, "timeoutSeconds"),  # 901..86400: per kind, in the service
     ({"name": "a", "kind": "echo", "timeoutSeconds": 1.5}, "timeoutSeconds"),
     ({"name": "a", "kind": "echo", "timeoutSeconds": True}, "timeoutSeconds"),
     ({"name": "a", "kind": "echo", "maxRetries": 11}, "maxRetries"),

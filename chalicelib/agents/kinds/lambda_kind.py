@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timezone
 from typing import Any
 
 from chalicelib.agents import validation as v
-from chalicelib.agents.base import AgentFailure, KindDeps, RunContext, tenant_of
+from chalicelib.agents.answers import MAX_OUTPUT_BYTES, Accepted, Failed, classify_result
+from chalicelib.agents.base import AgentFailure, KindDeps, Reported, RunAccepted, RunContext, tenant_of
+from chalicelib.agents.envelope import build_envelope, encode
 from chalicelib.agents.jsonsafe import truncate_text
+from chalicelib.clock import Clock
 from chalicelib.domain.model import AgentKindName, ErrorCategory
 from chalicelib.errors import ValidationError
 
@@ -66,6 +70,10 @@ def may_invoke(pattern: str, tenant_id: str, reference: str) -> bool:
 
 class LambdaKind:
     name = AgentKindName.LAMBDA.value
+    max_output_bytes = 2 * MAX_OUTPUT_BYTES  # outputs up to 64 KB (compact JSON) are kept whole
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._clock = clock or Clock()  # only to cap a result's retryAfterSeconds at the deadline
 
     def validate_config(self, config: dict) -> dict:
         config = v.as_dict(config, allowed=("functionName", "payload"), required=("functionName",))
@@ -97,19 +105,12 @@ class LambdaKind:
         invoker = deps.invoker()
         if invoker is None:
             raise AgentFailure(ErrorCategory.INTERNAL, "no Lambda invoker configured")
-        if "payload" in config:
-            payload = config["payload"]
-        else:  # nothing configured: tell the function which run this is
-            payload = {
-                "agentId": ctx.agent_id,
-                "sessionId": ctx.session_id,
-                "attempt": ctx.attempt,
-                "input": ctx.input,
-            }
+        # The run envelope, as a webhook agent gets it (config.payload is the input when the run has none).
+        payload = build_envelope(ctx, config)
         from chalicelib.adapters.lambda_invoke import InvokeFailed
 
         try:
-            invocation = invoker.invoke(name, v.dumps(payload).encode("utf-8"))
+            invocation = invoker.invoke(name, encode(payload))
         except InvokeFailed as exc:
             category = exc.category
             if exc.timed_out and ctx.remaining_seconds() <= 0:
@@ -119,7 +120,14 @@ class LambdaKind:
         result = _parse(invocation.payload)
         if invocation.function_error:
             raise AgentFailure(ErrorCategory.AGENT_ERROR, _error_message(invocation, result))
-        return result
+        now = self._clock.now()
+        deadline = datetime.fromtimestamp(now.timestamp() + ctx.remaining_seconds(), tz=timezone.utc)
+        verdict = classify_result(result, now=now, deadline=deadline)
+        if isinstance(verdict, Accepted):
+            raise RunAccepted(f"lambda {name}: the function reports by callback")
+        if isinstance(verdict, Failed):
+            raise AgentFailure(verdict.category, f"lambda {name}: {verdict.message}", retry_after=verdict.retry_after)
+        return Reported(verdict.output, verdict.usage) if verdict.usage is not None else verdict.output
 
 
 def _refusal(reference: str, policy: Any, tenant_id: str) -> str:
