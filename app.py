@@ -345,5 +345,13 @@ def dashboard():
     return Response(body=body, status_code=200, headers=headers)
 
 
+# --- the agents' callbacks: no tenant JWT, the attempt's own callback token ---------------------------
+@app.route("/api/callbacks/{session_id}/{attempt}/{action}", methods=["POST"], content_types=JSON_TYPES)
+@api(auth_required=False)
+def agent_callback(session_id, attempt, action):
+    req = app.current_request
+    return container().callbacks.handle(session_id, attempt, action, req.headers, req.raw_body)
+
+
 # Last, once every route is registered: a wrong method on a known path answers our 405 with Allow.
 add_method_not_allowed(app)

@@ -78,6 +78,7 @@ def agent_from_item(m: AgentTenantModel) -> Agent:
         consecutive_failures=int(m.consecutive_failures or 0),
         alerted=bool(m.alerted),
         schedule_version=int(m.schedule_version or 0),
+        heartbeat_seconds=None if m.heartbeat_seconds is None else int(m.heartbeat_seconds),
     )
 
 
@@ -100,6 +101,7 @@ def agent_to_item(a: Agent, *, due_shard: str | None, due_at: float | None) -> A
         active_runs=a.active_runs,
         consecutive_failures=a.consecutive_failures,
         alerted=a.alerted,
+        heartbeat_seconds=a.heartbeat_seconds,
     )
 
 
@@ -136,6 +138,18 @@ def session_from_item(m: SessionModel) -> Session:
         cancel_requested=bool(m.cancel_requested),
         failed_at=_f(m.failed_at),
         in_dlq=m.dlq_tenant is not None,
+        callback_hash=m.callback_hash,
+        prev_callback_hash=m.prev_callback_hash,
+        end_attempt=None if m.end_attempt is None else int(m.end_attempt),
+        ended_by=m.ended_by,
+        end_hash=m.end_hash,
+        is_async=bool(m.is_async),
+        heartbeat_seconds=None if m.heartbeat_seconds is None else int(m.heartbeat_seconds),
+        last_heartbeat_at=_f(m.last_heartbeat_at),
+        last_heartbeat_details=m.last_heartbeat_details,
+        progress=m.progress,
+        progress_event_at=_f(m.progress_event_at),
+        usage=m.usage,
     )
 
 
@@ -274,6 +288,8 @@ class AgentStore:
             a.updated_at.set(agent.updated_at),
         ]
         actions.append(a.description.set(agent.description) if agent.description is not None else a.description.remove())
+        actions.append(a.heartbeat_seconds.set(agent.heartbeat_seconds) if agent.heartbeat_seconds is not None
+                       else a.heartbeat_seconds.remove())
         if agent.schedule is None:
             actions += [a.schedule.remove(), a.next_run_at.remove(), a.due_shard.remove(), a.due_at.remove()]
         else:

@@ -171,10 +171,14 @@ class RunStore:
 
     # --- the claim: ADMITTED -> RUNNING -----------------------------------------------
     def claim(self, agent_id: str, session_id: str, attempt: int, token: str, now: float,
-              lease_until: float) -> ClaimResult:
+              lease_until: float, callback_hash: str | None = None) -> ClaimResult:
         """ADMITTED -> RUNNING for ``attempt``, stamped with ``token``; one UpdateItem that
         returns the run. When the condition fails, the stored run tells whether the claim was
-        ours after all (a retried write that had committed) or why not."""
+        ours after all (a retried write that had committed) or why not.
+
+        ``callback_hash``: the hash of this attempt's callback token, stored by the same write;
+        the previous attempt's hash moves to ``prev_callback_hash`` (its late calls are told
+        that it ended), and the attempt starts synchronous."""
         m = SessionModel
         item = m(agent_id, session_id)
         actions = [
@@ -182,6 +186,9 @@ class RunStore:
             m.run_lease_until.set(lease_until), m.claim.set(token), m.stage.remove(), m.next_attempt_at.remove(),
             m.finished_at.remove(),
         ]
+        if callback_hash is not None:
+            actions += [m.prev_callback_hash.set(m.callback_hash | "-"), m.callback_hash.set(callback_hash),
+                        m.is_async.remove(), m.heartbeat_seconds.remove()]
         cond = (m.stage == STAGE_ADMITTED) & (m.attempt == attempt - 1) & m.slot.exists() \
             & m.cancel_requested.does_not_exist()
         try:
@@ -197,7 +204,8 @@ class RunStore:
     # --- the end of an attempt ------------------------------------------------------------
     def finish(self, s: Session, t: Transition, now: float, duration_ms: int | None,
                hand_off: tuple[Session, Admit] | None = None, count_agent: bool = True,
-               release_if_idle: bool = False, keep: Admit | None = None) -> FinishResult:
+               release_if_idle: bool = False, keep: Admit | None = None, *, ended_by: str | None = None,
+               end_hash: str | None = None, usage: dict | None = None, tx_nonce: str = "") -> FinishResult:
         """One transaction: the session's outcome, its slot released (or handed to
         ``hand_off``, which becomes ADMITTED in its place), the agent's run counts.
 
@@ -205,10 +213,19 @@ class RunStore:
         off); raises ``WaitingHint`` otherwise, so the caller looks for a run to hand off to.
         ``keep``: a retry that keeps its slot (ADMITTED again for its next attempt), only
         while no run is waiting; raises ``WaitingHint`` otherwise.
+        ``ended_by`` (default: from the transition), ``end_hash``: how the attempt ended, for
+        its late callbacks; ``usage``: what the agent reported it used. ``tx_nonce``: the
+        caller's own (a callback request's), so two callers ending the attempt the same way
+        never take each other's write for their own.
         """
+        from chalicelib.domain.callbacks import ended_by_for
+
+        cb = dict(ended_by=ended_by or ended_by_for(t.next.value, category=(t.error or {}).get("category")).value,
+                  end_hash=end_hash, usage=usage)
         token = request_token("finish", s.session_id, s.attempt, s.claim, t.next.value,
-                              hand_off[0].session_id if hand_off else "", "keep" if keep else "")
-        tx = self._finish_tx(s, t, now, duration_ms, token, hand_off, count_agent, release_if_idle, keep=keep)
+                              hand_off[0].session_id if hand_off else "", "keep" if keep else "",
+                              *([tx_nonce] if tx_nonce else []))
+        tx = self._finish_tx(s, t, now, duration_ms, token, hand_off, count_agent, release_if_idle, keep=keep, **cb)
         res = tx.commit("finish run")
         done = FinishResult(True, hand_off[0] if hand_off else None, t, keep is not None)
         if res.ok:
@@ -225,31 +242,40 @@ class RunStore:
                 cancelled = Transition(Next.CANCELLED, error={"category": "CANCELLED", "message": "cancelled on request"},
                                        output=t.output)
                 return self.finish(s.with_(cancel_requested=True), cancelled, now, duration_ms,
-                                   hand_off, count_agent, release_if_idle)
+                                   hand_off, count_agent, release_if_idle, ended_by="CANCELLED", usage=usage,
+                                   tx_nonce=tx_nonce)
             return FinishResult(False)
         if "agent" in res.failed:  # the agent was deleted meanwhile: nothing to count
-            return self.finish(s, t, now, duration_ms, hand_off, False, release_if_idle)
+            return self.finish(s, t, now, duration_ms, hand_off, False, release_if_idle, tx_nonce=tx_nonce, **cb)
         if "counter" in res.failed and release_if_idle:
             raise WaitingHint("runs wait for a slot")
         if "counter" in res.failed:  # the counter was repaired below this slot: nothing to give back
             log.warning("slot counter already released", extra={"session_id": s.session_id})
-            return self._finish_without_counter(s, t, now, duration_ms, token, count_agent)
+            return self._finish_without_counter(s, t, now, duration_ms, token, count_agent, **cb)
         if hand_off is not None:  # the next run moved meanwhile, or the scheduler is paused
-            return self.finish(s, t, now, duration_ms, None, count_agent, False)
+            return self.finish(s, t, now, duration_ms, None, count_agent, False, tx_nonce=tx_nonce, **cb)
         return FinishResult(False)
 
-    def _finish_without_counter(self, s, t, now, duration_ms, token, count_agent) -> FinishResult:
-        tx = self._finish_tx(s, t, now, duration_ms, token, None, count_agent, False, counter=False)
+    def _finish_without_counter(self, s, t, now, duration_ms, token, count_agent, **cb) -> FinishResult:
+        tx = self._finish_tx(s, t, now, duration_ms, token, None, count_agent, False, counter=False, **cb)
         res = tx.commit("finish run")
         return FinishResult(res.ok, None, t)
 
     def _finish_tx(self, s: Session, t: Transition, now: float, duration_ms: int | None, token: str,
                    hand_off, count_agent: bool, release_if_idle: bool, counter: bool = True,
-                   keep: Admit | None = None) -> Tx:
+                   keep: Admit | None = None, ended_by: str | None = None, end_hash: str | None = None,
+                   usage: dict | None = None) -> Tx:
         m = SessionModel
         tx = Tx(token)
         actions = [m.status.set(t.next.status.value), m.tx.set(token), m.slot.remove(), m.run_lease_until.remove(),
                    m.claim.remove()]
+        if ended_by is not None:  # the attempt's end, as its late callbacks are told
+            actions += [m.end_attempt.set(s.attempt), m.ended_by.set(ended_by),
+                        m.end_hash.set(end_hash) if end_hash else m.end_hash.remove()]
+        if usage is not None:
+            actions.append(m.usage.set(usage))
+        if t.next is Next.CANCELLED:
+            actions.append(m.cancel_requested.set(True))
         actions.append(m.error.set(t.error) if t.error else m.error.remove())
         actions.append(m.output.set(t.output) if t.output is not None else m.output.remove())
         if duration_ms is not None:
@@ -392,11 +418,59 @@ class RunStore:
             with aws_call("request cancel"):
                 m(s.agent_id, s.session_id).update(
                     actions=[m.cancel_requested.set(True)],
-                    condition=(m.status == SessionStatus.RUNNING.value) & (m.attempt == s.attempt),
+                    condition=(m.status == SessionStatus.RUNNING.value) & (m.attempt == s.attempt)
+                    & m.is_async.does_not_exist(),
                 )
             return True
         except ConditionFailed:
             return False
+
+    # --- async attempts and their callbacks -------------------------------------------------
+    def accept(self, s: Session, lease_until: float, heartbeat_seconds: int | None) -> Session | None:
+        """The agent took attempt ``s.attempt`` asynchronously: the run stays RUNNING, marked
+        async, its lease now the heartbeat/deadline lease. One conditional UpdateItem that
+        returns the run; None when the attempt no longer owns it (a callback or a cancel ended
+        it first). Repeating it is harmless (same values, same condition)."""
+        m = SessionModel
+        item = m(s.agent_id, s.session_id)
+        actions = [m.is_async.set(True), m.run_lease_until.set(lease_until)]
+        actions.append(m.heartbeat_seconds.set(heartbeat_seconds) if heartbeat_seconds else m.heartbeat_seconds.remove())
+        try:
+            with aws_call("accept async run"):
+                item.update(actions=actions, condition=_owned(s))
+            return session_from_item(item)
+        except ConditionFailed:
+            return None
+
+    def touch(self, s: Session, now: float, *, lease_until: float | None = None, progress: dict | None = None,
+              progress_event: bool = False, heartbeat: bool = False, details=None,
+              set_details: bool = False) -> Session | None:
+        """A progress or heartbeat callback of the live attempt ``s.attempt``: one conditional
+        UpdateItem (the attempt still owns the run, is still as sync or async as ``s`` says, and
+        the token is still this attempt's). ``lease_until`` resets an async attempt's lease.
+        Returns the run as written, or None when it moved meanwhile (read it again)."""
+        m = SessionModel
+        item = m(s.agent_id, s.session_id)
+        actions = []
+        if lease_until is not None:
+            actions.append(m.run_lease_until.set(lease_until))
+        if progress is not None:
+            actions.append(m.progress.set(progress))
+        if progress_event:
+            actions.append(m.progress_event_at.set(now))
+        if heartbeat:
+            actions.append(m.last_heartbeat_at.set(now))
+        if set_details:
+            actions.append(m.last_heartbeat_details.set(details) if details is not None
+                           else m.last_heartbeat_details.remove())
+        cond = _owned(s) & (m.callback_hash == s.callback_hash)
+        cond = cond & ((m.is_async == True) if s.is_async else m.is_async.does_not_exist())  # noqa: E712
+        try:
+            with aws_call("record callback"):
+                item.update(actions=actions, condition=cond)
+            return session_from_item(item)
+        except ConditionFailed:
+            return None
 
     def wait_again(self, s: Session, next_attempt_at: float, now: float) -> bool:
         """An ADMITTED or RUNNING-claimed run that must wait (overlap): back to the pending set,
@@ -417,6 +491,12 @@ class RunStore:
             return True
         current = self.get(s.agent_id, s.session_id)
         return current is not None and current.tx == token
+
+
+def _owned(s: Session):
+    """The condition that attempt ``s.attempt`` still owns the run (its claim token)."""
+    m = SessionModel
+    return (m.status == SessionStatus.RUNNING.value) & (m.attempt == s.attempt) & (m.claim == s.claim)
 
 
 def _touches(action, names: tuple[str, ...]) -> bool:

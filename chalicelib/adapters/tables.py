@@ -73,6 +73,7 @@ class AgentTenantModel(Model):
     consecutive_failures = NumberAttribute(default=0)
     alerted = BooleanAttribute(default=False)
     plan_token = UnicodeAttribute(null=True)  # the tick transaction that last advanced the schedule
+    heartbeat_seconds = NumberAttribute(null=True)  # async attempts: longest silence before a TIMEOUT
 
 
 class PendingIndex(GlobalSecondaryIndex):
@@ -143,6 +144,19 @@ class SessionModel(Model):
     failed_at = NumberAttribute(null=True)
     dlq_index = DlqIndex()
     expires_at = TTLAttribute(null=True)
+    # callbacks and async attempts (see domain/callbacks.py)
+    callback_hash = UnicodeAttribute(null=True)
+    prev_callback_hash = UnicodeAttribute(null=True)
+    end_attempt = NumberAttribute(null=True)
+    ended_by = UnicodeAttribute(null=True)
+    end_hash = UnicodeAttribute(null=True)
+    is_async = BooleanAttribute(null=True)
+    heartbeat_seconds = NumberAttribute(null=True)
+    last_heartbeat_at = NumberAttribute(null=True)
+    last_heartbeat_details = JSONAttribute(null=True)
+    progress = JSONAttribute(null=True)
+    progress_event_at = NumberAttribute(null=True)
+    usage = JSONAttribute(null=True)
 
 
 class ControlModel(Model):

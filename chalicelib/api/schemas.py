@@ -17,6 +17,8 @@ AGENT_FIELDS = {
     "description": {"type": ["string", "null"], "maxLength": 2000},
     "timeoutSeconds": {"type": "integer", "minimum": 1, "maximum": 900},
     "maxRetries": {"type": "integer", "minimum": 0, "maximum": 10},
+    "heartbeatSeconds": {"type": ["integer", "null"], "minimum": 10, "maximum": 3600,
+                         "description": "an async attempt with no callback this long ends TIMEOUT; null: none"},
 }
 
 AGENT_CREATE = {
@@ -193,5 +195,11 @@ SESSION_OUT: dict[str, Any] = {
         "input": {},
         "skipReason": {"type": ["string", "null"]},
         "nextAttemptAt": {"type": ["string", "null"], "format": "date-time"},
+        "async": {"type": "boolean", "description": "the agent accepted the attempt (202) and reports by callback"},
+        "lastHeartbeatAt": {"type": ["string", "null"], "format": "date-time"},
+        "progress": {"type": ["object", "null"], "description": "the latest progress an agent reported by callback",
+                     "properties": {"percent": {"type": "number"}, "message": {"type": "string"},
+                                    "at": {"type": "string", "format": "date-time"}}},
+        "usage": {"type": ["object", "null"], "description": "what the agent reported it used"},
     },
 }

@@ -57,6 +57,7 @@ def agent_json(agent: Agent, schedule: dict | None) -> dict:
         "description": agent.description,
         "timeoutSeconds": agent.timeout_seconds,
         "maxRetries": agent.max_retries,
+        "heartbeatSeconds": agent.heartbeat_seconds,
         "createdAt": iso(agent.created_at),
         "updatedAt": iso(agent.updated_at),
         "schedule": schedule,
@@ -85,4 +86,15 @@ def session_json(s: Session) -> dict:
         "skipReason": s.skip_reason,
         "nextAttemptAt": iso(s.next_attempt_at),
         "waitingForSlot": s.stage == "PENDING",
+        "async": s.is_async,
+        "lastHeartbeatAt": iso(s.last_heartbeat_at),
+        "progress": _progress_json(s.progress),
+        "usage": s.usage,
     }
+
+
+def _progress_json(p: dict | None) -> dict | None:
+    """The latest progress an agent reported by callback: ``{percent, message, at}``."""
+    if not p:
+        return None
+    return {"percent": p.get("percent"), "message": p.get("message") or "", "at": iso(p.get("at"))}

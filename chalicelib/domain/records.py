@@ -26,6 +26,7 @@ class Agent:
     consecutive_failures: int = 0
     alerted: bool = False
     schedule_version: int = 0  # how many times the schedule changed (its history's latest version)
+    heartbeat_seconds: int | None = None  # an async attempt with no callback this long times out
 
     def with_(self, **changes: Any) -> "Agent":
         return replace(self, **changes)
@@ -67,6 +68,21 @@ class Session:
     in_dlq: bool = False
     redriven_from: str | None = None  # a REDRIVE run: the dead session it re-runs
     redriven_to: str | None = None  # a dead session that was redriven: the new run
+    # Callbacks: the SHA-256 of the current attempt's callback token (and of the previous
+    # attempt's), and how the attempt ``end_attempt`` ended (``ended_by``; ``end_hash``: the
+    # complete/fail call that ended it, so its repeat is recognised).
+    callback_hash: str | None = None
+    prev_callback_hash: str | None = None
+    end_attempt: int | None = None
+    ended_by: str | None = None
+    end_hash: str | None = None
+    is_async: bool = False  # the current attempt was accepted (202): it ends by callback or timeout
+    heartbeat_seconds: int | None = None  # of the async attempt (the agent's, when it was accepted)
+    last_heartbeat_at: float | None = None
+    last_heartbeat_details: Any = None  # handed to the next attempt as lastHeartbeatDetails
+    progress: dict[str, Any] | None = None  # the latest {percent, message, at} an agent reported
+    progress_event_at: float | None = None  # when the last agent:progress event of a callback went out
+    usage: dict[str, Any] | None = None  # what the agent reported it used
 
     def with_(self, **changes: Any) -> "Session":
         return replace(self, **changes)

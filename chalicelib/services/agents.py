@@ -127,6 +127,7 @@ class AgentService:
             max_retries=body.get("maxRetries", self.s.max_retries),
             created_at=now,
             updated_at=now,
+            heartbeat_seconds=body.get("heartbeatSeconds"),
         )
         self.c.agents.create(agent)
         return agent_json(agent, None)
@@ -164,6 +165,7 @@ class AgentService:
                 description=body.get("description", agent.description),
                 timeout_seconds=body.get("timeoutSeconds", agent.timeout_seconds),
                 max_retries=body.get("maxRetries", agent.max_retries),
+                heartbeat_seconds=body.get("heartbeatSeconds") if "heartbeatSeconds" in body else agent.heartbeat_seconds,
                 updated_at=self.now(),
             )
             if "schedule" in body:  # replace (as POST .../schedule does) or remove the schedule

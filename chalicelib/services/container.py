@@ -50,6 +50,24 @@ class Container:
 
         return AgentPolicy.from_settings(self.settings)
 
+    # ``sign(agent, body) -> headers`` for deliveries to an agent (its signing secret); None: not
+    # configured, and an async agent's cancel notice is not sent (logged and counted).
+    agent_signer = None
+
+    @functools.cached_property
+    def cancel_notifier(self):
+        """Tells async agents their run was cancelled (best effort, signed by ``agent_signer``)."""
+        from chalicelib.agents.net import GuardedHttp
+        from chalicelib.services.async_runs import CancelNotifier
+
+        return CancelNotifier(GuardedHttp(self.agent_policy.net), lambda: self.agent_signer)
+
+    @functools.cached_property
+    def callbacks(self):
+        from chalicelib.services.callbacks import CallbackService
+
+        return CallbackService(self)
+
     def kind_deps(self, kind: str):
         """What an agent kind gets to run: the policy, and for ``lambda`` an invoker."""
         from chalicelib.adapters.lambda_invoke import LambdaInvoker

@@ -1,0 +1,220 @@
+"""The agents' callbacks: ``POST /api/callbacks/{sessionId}/{attempt}/{action}``.
+
+No tenant token: the attempt's own callback token (``Authorization: Bearer``) is the
+credential. The token names the agent, so the run is one consistent GetItem away; its
+SHA-256 is compared in constant time with the hashes the run keeps (``domain.callbacks``
+decides what the call may do). Then one write:
+
+- ``progress`` / ``heartbeat``: one conditional UpdateItem (the attempt still owns the run;
+  an async attempt's lease moves to ``min(deadline, now + heartbeatSeconds)``);
+- ``complete`` / ``fail``: the end-of-attempt transaction every end goes through (outcome,
+  slot released or handed off, the agent's counts), conditional on the attempt's claim, so
+  the first final outcome wins and a retried call can never end it twice.
+
+A write that finds the run moved (another callback, the sweep, a cancel) reads again and
+is judged again. Unknown runs and attempts and wrong tokens all answer the same 404.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from chalicelib.agents.jsonsafe import bounded
+from chalicelib.api.validation import MAX_BODY_BYTES, parse_json_body, validate
+from chalicelib.domain import callbacks as cb
+from chalicelib.domain import events as ev
+from chalicelib.domain.model import ErrorCategory
+from chalicelib.domain.records import Session
+from chalicelib.domain.runflow import Backoff, Transition, after_attempt
+from chalicelib.errors import NotFound, PayloadTooLarge, SchedulerError
+
+log = logging.getLogger("agent_scheduler.callbacks")
+
+MAX_ATTEMPT = 1_000_000
+TRIES = 4  # reads and writes per call when other writers keep moving the run
+
+USAGE = {
+    "type": "object",
+    "properties": {
+        "inputTokens": {"type": "integer", "minimum": 0, "maximum": 10**12},
+        "outputTokens": {"type": "integer", "minimum": 0, "maximum": 10**12},
+        "costUsd": {"type": "number", "minimum": 0, "maximum": 10**9},
+    },
+    "additionalProperties": False,
+}
+
+BODIES: dict[cb.Action, dict] = {
+    cb.Action.PROGRESS: {
+        "type": "object",
+        "properties": {
+            "progress": {"type": "number", "minimum": 0, "maximum": 100},
+            "message": {"type": ["string", "null"], "maxLength": 2000},
+        },
+        "required": ["progress"],
+        "additionalProperties": False,
+    },
+    cb.Action.HEARTBEAT: {
+        "type": "object",
+        "properties": {
+            "details": {"x-maxBytes": cb.MAX_DETAILS_BYTES,
+                        "description": "any JSON up to 32 KB, handed to the next attempt as lastHeartbeatDetails"},
+        },
+        "additionalProperties": False,
+    },
+    cb.Action.COMPLETE: {
+        "type": "object",
+        "properties": {
+            "output": {"description": "any JSON: the run's output (bounded as outputs are)"},
+            "usage": {**USAGE, "type": ["object", "null"]},
+        },
+        "additionalProperties": False,
+    },
+    cb.Action.FAIL: {
+        "type": "object",
+        "properties": {
+            "message": {"type": "string", "minLength": 1, "maxLength": 2000},
+            "category": {"type": "string", "enum": ["TRANSIENT", "PERMANENT", "RATE_LIMITED", "AGENT_ERROR"]},
+            "nonRetryable": {"type": "boolean"},
+            "retryAfterSeconds": {"type": "number", "minimum": 0, "maximum": 86400},
+        },
+        "required": ["message"],
+        "additionalProperties": False,
+    },
+}
+
+
+class RunFinished(SchedulerError):
+    """A callback of an attempt that has ended (other than a repeat of the call that ended it)."""
+
+    status_code = 409
+    code = "RUN_FINISHED"
+
+    def __init__(self, status: str, ended_by: str) -> None:
+        super().__init__(f"this attempt has ended ({ended_by}); the run is {status}")
+        self.status = status
+        self.ended_by = ended_by
+
+    def to_body(self) -> dict:
+        return {"code": self.code, "message": self.message, "status": self.status, "endedBy": self.ended_by}
+
+
+def _unknown() -> NotFound:
+    return NotFound("unknown session or attempt, or a wrong callback token")
+
+
+def callback_token(headers) -> str | None:
+    """The bearer token of a callback, or None (missing or not ``Bearer <token>``)."""
+    for k, v in (headers or {}).items():
+        if k.lower() == "authorization" and isinstance(v, str):
+            scheme, _, token = v.strip().partition(" ")
+            token = token.strip()
+            return token if scheme.lower() == "bearer" and token else None
+    return None
+
+
+class CallbackService:
+    def __init__(self, container) -> None:
+        self.c = container
+        self.counters: dict[str, int] = {}
+
+    def _count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    def _backoff(self) -> Backoff:
+        import random
+
+        s = self.c.settings
+        return Backoff(s.backoff_base_seconds, s.backoff_max_seconds, random.random)
+
+    def handle(self, session_id: str, attempt_text: str, action_text: str, headers, raw_body) -> dict:
+        """One callback; answers ``{status, cancelRequested}`` or raises the error to answer."""
+        try:
+            action = cb.Action(action_text)
+            attempt = int(attempt_text)
+        except ValueError:
+            raise _unknown() from None
+        token = callback_token(headers)
+        agent_id = cb.token_agent(token)
+        if agent_id is None or not 1 <= attempt <= MAX_ATTEMPT or not 0 < len(session_id) <= 100:
+            raise _unknown()
+        raw = raw_body.encode() if isinstance(raw_body, str) else (raw_body or b"")
+        if len(raw) > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"the request body is larger than {MAX_BODY_BYTES} bytes (1 MB)")
+        given = cb.token_hash(token or "")
+        s = self.c.runs.get(agent_id, session_id)
+        if not cb.attempt_state(s, attempt, given).known:
+            self._count("unknown")
+            raise _unknown()
+        body = validate(parse_json_body(raw, required=action is cb.Action.PROGRESS), BODIES[action])
+        call_hash = cb.body_hash(action, body) if action.final else None
+        nonce = uuid.uuid4().hex  # this request's own: a retry of its write is recognised, another's is not
+        for _ in range(TRIES):
+            assert s is not None
+            state = cb.attempt_state(s, attempt, given)
+            verdict = cb.judge(state, action, call_hash)
+            if verdict is cb.Verdict.NOT_FOUND:
+                raise _unknown()
+            if verdict is cb.Verdict.REPEAT:
+                self._count("repeat")
+                return _answer(s)
+            if verdict is cb.Verdict.FINISHED:
+                self._count("finished")
+                raise RunFinished(s.status.value, (state.ended_by or cb.EndedBy.SUPERSEDED).value)
+            answer = self._apply(s, action, body, call_hash, nonce)
+            if answer is not None:
+                self._count(action.value)
+                return answer
+            s = self.c.runs.get(agent_id, session_id)  # it moved meanwhile: judge the call again
+        raise SchedulerError("the run kept changing; try the callback again")
+
+    # --- the writes ------------------------------------------------------------------------
+    def _apply(self, s: Session, action: cb.Action, body: dict, call_hash: str | None, nonce: str) -> dict | None:
+        now = self.c.clock.now().timestamp()
+        lease = None
+        if s.is_async:
+            lease = cb.async_lease(now, cb.deadline_of(s.started_at or now, s.timeout_seconds), s.heartbeat_seconds)
+        if action is cb.Action.PROGRESS:
+            percent = float(body["progress"])
+            message = body.get("message") or ""
+            publish = cb.allow_progress_event(s.progress_event_at, now, percent)
+            stored = self.c.runs.touch(s, now, lease_until=lease, progress_event=publish,
+                                       progress={"percent": percent, "message": message, "at": now})
+            if stored is None:
+                return None
+            if publish:
+                self.c.events.publish(s.tenant_id, s.agent_id, ev.progress(
+                    s.agent_id, s.session_id, s.attempt, now=now, percent=percent, message=message))
+            return _answer(stored)
+        if action is cb.Action.HEARTBEAT:
+            stored = self.c.runs.touch(s, now, lease_until=lease, heartbeat=True, details=body.get("details"),
+                                       set_details="details" in body)
+            return None if stored is None else _answer(stored)
+        return self._end(s, action, body, call_hash, nonce, now)
+
+    def _end(self, s: Session, action: cb.Action, body: dict, call_hash: str | None, nonce: str,
+             now: float) -> dict | None:
+        from chalicelib.services.worker import end_attempt
+
+        duration_ms = None if s.started_at is None else max(0, int(round((now - s.started_at) * 1000)))
+        if action is cb.Action.COMPLETE:
+            t: Transition = after_attempt(
+                ok=True, category=None, message=None, output=bounded(body.get("output")), retry_after=None,
+                attempt=s.attempt, max_attempts=s.max_attempts, cancel_requested=s.cancel_requested, now=now,
+                backoff=self._backoff())
+            ended_by = cb.EndedBy.COMPLETED
+        else:
+            t = cb.after_fail(
+                category=ErrorCategory(body.get("category", ErrorCategory.AGENT_ERROR.value)), message=body["message"],
+                non_retryable=bool(body.get("nonRetryable")), retry_after=body.get("retryAfterSeconds"),
+                attempt=s.attempt, max_attempts=s.max_attempts, cancel_requested=s.cancel_requested, now=now,
+                backoff=self._backoff())
+            ended_by = cb.EndedBy.FAILED
+        if not end_attempt(self.c, s, t, now, duration_ms, ended_by=ended_by.value, end_hash=call_hash,
+                           usage=body.get("usage"), tx_nonce=nonce):
+            return None
+        return {"status": t.next.status.value, "cancelRequested": s.cancel_requested}
+
+
+def _answer(s: Session) -> dict[str, Any]:
+    return {"status": s.status.value, "cancelRequested": s.cancel_requested}
