@@ -205,7 +205,8 @@ class RunStore:
     def finish(self, s: Session, t: Transition, now: float, duration_ms: int | None,
                hand_off: tuple[Session, Admit] | None = None, count_agent: bool = True,
                release_if_idle: bool = False, keep: Admit | None = None, *, ended_by: str | None = None,
-               end_hash: str | None = None, usage: dict | None = None, tx_nonce: str = "") -> FinishResult:
+               end_hash: str | None = None, usage: dict | None = None, tx_nonce: str = "",
+               expect_lease: float | None = None) -> FinishResult:
         """One transaction: the session's outcome, its slot released (or handed to
         ``hand_off``, which becomes ADMITTED in its place), the agent's run counts.
 
@@ -216,12 +217,13 @@ class RunStore:
         ``ended_by`` (default: from the transition), ``end_hash``: how the attempt ended, for
         its late callbacks; ``usage``: what the agent reported it used. ``tx_nonce``: the
         caller's own (a callback request's), so two callers ending the attempt the same way
-        never take each other's write for their own.
+        never take each other's write for their own. ``expect_lease``: only while the run's
+        lease is still the one the caller saw expire (a callback that moved it keeps the run).
         """
         from chalicelib.domain.callbacks import ended_by_for
 
         cb = dict(ended_by=ended_by or ended_by_for(t.next.value, category=(t.error or {}).get("category")).value,
-                  end_hash=end_hash, usage=usage)
+                  end_hash=end_hash, usage=usage, expect_lease=expect_lease)
         token = request_token("finish", s.session_id, s.attempt, s.claim, t.next.value,
                               hand_off[0].session_id if hand_off else "", "keep" if keep else "",
                               *([tx_nonce] if tx_nonce else []))
@@ -264,7 +266,7 @@ class RunStore:
     def _finish_tx(self, s: Session, t: Transition, now: float, duration_ms: int | None, token: str,
                    hand_off, count_agent: bool, release_if_idle: bool, counter: bool = True,
                    keep: Admit | None = None, ended_by: str | None = None, end_hash: str | None = None,
-                   usage: dict | None = None) -> Tx:
+                   usage: dict | None = None, expect_lease: float | None = None) -> Tx:
         m = SessionModel
         tx = Tx(token)
         actions = [m.status.set(t.next.status.value), m.tx.set(token), m.slot.remove(), m.run_lease_until.remove(),
@@ -299,6 +301,8 @@ class RunStore:
         cond = cond & ((m.claim == s.claim) if s.claim else m.claim.does_not_exist())
         if t.next is Next.RETRY:
             cond = cond & m.cancel_requested.does_not_exist()
+        if expect_lease is not None:
+            cond = cond & (m.run_lease_until == expect_lease)
         tx.update("session", m(s.agent_id, s.session_id), actions, cond)
         c = ControlModel
         if keep is not None:

@@ -43,7 +43,9 @@ def expire_async(c, s: Session, now: float, backoff: Backoff) -> bool:
                         attempt=s.attempt, max_attempts=s.max_attempts, cancel_requested=s.cancel_requested,
                         now=now, backoff=backoff)
     ended_by = cb.EndedBy.CANCELLED if t.next is Next.CANCELLED else reason
-    done = end_attempt(c, s, t, now, _duration_ms(s, now), ended_by=ended_by.value, tx_nonce=uuid.uuid4().hex)
+    # Only while the lease is the one seen expiring: a callback that arrived meanwhile keeps the run.
+    done = end_attempt(c, s, t, now, _duration_ms(s, now), ended_by=ended_by.value, tx_nonce=uuid.uuid4().hex,
+                       expect_lease=s.run_lease_until)
     if done:
         log.info("async attempt timed out", extra={"session_id": s.session_id, "attempt": s.attempt,
                                                     "ended_by": ended_by.value})

@@ -136,12 +136,13 @@ def _backoff(settings, rand) -> Backoff:
 
 def end_attempt(c, s: Session, t: Transition, now: float, duration_ms: int | None, *,
                 waiting: bool = False, counters: dict | None = None, ended_by: str | None = None,
-                end_hash: str | None = None, usage: dict | None = None, tx_nonce: str = "") -> bool:
+                end_hash: str | None = None, usage: dict | None = None, tx_nonce: str = "",
+                expect_lease: float | None = None) -> bool:
     """Execute the end of an attempt of a RUNNING run: the transition in one write (the slot
     released, or handed to the first waiting run), then the DLQ copy, events and metrics.
     Returns False when the attempt no longer owned the run (another end came first: a
     callback, the deadline, a cancel). ``ended_by``/``end_hash``/``usage``: see RunStore.finish."""
-    cb = dict(ended_by=ended_by, end_hash=end_hash, usage=usage, tx_nonce=tx_nonce)
+    cb = dict(ended_by=ended_by, end_hash=end_hash, usage=usage, tx_nonce=tx_nonce, expect_lease=expect_lease)
     from chalicelib.services import metrics
 
     keep = _keep_for_retry(c, s, t, now)
