@@ -3,7 +3,10 @@
 No tenant token: the attempt's own callback token (``Authorization: Bearer``) is the
 credential. The token names the agent, so the run is one consistent GetItem away; its
 SHA-256 is compared in constant time with the hashes the run keeps (``domain.callbacks``
-decides what the call may do). Then one write:
+decides what the call may do). This process remembers the live attempts it has seen (by
+run, attempt and token hash), so the next call of the same attempt skips the read: every
+write below is conditional on exactly what it was decided from, so a stale memory only
+costs a read when the write finds the run moved. Then one write:
 
 - ``progress`` / ``heartbeat``: one conditional UpdateItem (the attempt still owns the run;
   an async attempt's lease moves to ``min(deadline, now + heartbeatSeconds)``);
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import OrderedDict
 from typing import Any
 
 from chalicelib.agents.jsonsafe import bounded
@@ -32,6 +36,7 @@ from chalicelib.errors import NotFound, PayloadTooLarge, SchedulerError
 log = logging.getLogger("agent_scheduler.callbacks")
 
 MAX_ATTEMPT = 1_000_000
+REMEMBERED = 10_000  # live attempts this process remembers
 TRIES = 4  # reads and writes per call when other writers keep moving the run
 
 USAGE = {
@@ -117,6 +122,16 @@ class CallbackService:
     def __init__(self, container) -> None:
         self.c = container
         self.counters: dict[str, int] = {}
+        self._live: OrderedDict[tuple, Session] = OrderedDict()  # (agent, run, attempt, token hash) -> run
+
+    def _remember(self, key: tuple, s: Session | None) -> None:
+        if s is None:
+            self._live.pop(key, None)
+            return
+        self._live[key] = s
+        self._live.move_to_end(key)
+        while len(self._live) > REMEMBERED:
+            self._live.popitem(last=False)
 
     def _count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
@@ -142,10 +157,13 @@ class CallbackService:
         if len(raw) > MAX_BODY_BYTES:
             raise PayloadTooLarge(f"the request body is larger than {MAX_BODY_BYTES} bytes (1 MB)")
         given = cb.token_hash(token or "")
-        s = self.c.runs.get(agent_id, session_id)
-        if not cb.attempt_state(s, attempt, given).known:
-            self._count("unknown")
-            raise _unknown()
+        key = (agent_id, session_id, attempt, given)
+        s = self._live.get(key)
+        if s is None:
+            s = self.c.runs.get(agent_id, session_id)
+            if not cb.attempt_state(s, attempt, given).known:
+                self._count("unknown")
+                raise _unknown()
         body = validate(parse_json_body(raw, required=action is cb.Action.PROGRESS), BODIES[action])
         call_hash = cb.body_hash(action, body) if action.final else None
         nonce = uuid.uuid4().hex  # this request's own: a retry of its write is recognised, another's is not
@@ -161,15 +179,20 @@ class CallbackService:
             if verdict is cb.Verdict.FINISHED:
                 self._count("finished")
                 raise RunFinished(s.status.value, (state.ended_by or cb.EndedBy.SUPERSEDED).value)
-            answer = self._apply(s, action, body, call_hash, nonce)
+            answer, stored = self._apply(s, action, body, call_hash, nonce)
             if answer is not None:
+                self._remember(key, stored)
                 self._count(action.value)
                 return answer
+            self._remember(key, None)
             s = self.c.runs.get(agent_id, session_id)  # it moved meanwhile: judge the call again
         raise SchedulerError("the run kept changing; try the callback again")
 
     # --- the writes ------------------------------------------------------------------------
-    def _apply(self, s: Session, action: cb.Action, body: dict, call_hash: str | None, nonce: str) -> dict | None:
+    def _apply(self, s: Session, action: cb.Action, body: dict, call_hash: str | None,
+               nonce: str) -> tuple[dict | None, Session | None]:
+        """(the answer, the run as written while its attempt lives on), or (None, None) when
+        the run moved meanwhile."""
         now = self.c.clock.now().timestamp()
         lease = None
         if s.is_async:
@@ -181,16 +204,16 @@ class CallbackService:
             stored = self.c.runs.touch(s, now, lease_until=lease, progress_event=publish,
                                        progress={"percent": percent, "message": message, "at": now})
             if stored is None:
-                return None
+                return None, None
             if publish:
                 self.c.events.publish(s.tenant_id, s.agent_id, ev.progress(
                     s.agent_id, s.session_id, s.attempt, now=now, percent=percent, message=message))
-            return _answer(stored)
+            return _answer(stored), stored
         if action is cb.Action.HEARTBEAT:
             stored = self.c.runs.touch(s, now, lease_until=lease, heartbeat=True, details=body.get("details"),
                                        set_details="details" in body)
-            return None if stored is None else _answer(stored)
-        return self._end(s, action, body, call_hash, nonce, now)
+            return (None, None) if stored is None else (_answer(stored), stored)
+        return self._end(s, action, body, call_hash, nonce, now), None
 
     def _end(self, s: Session, action: cb.Action, body: dict, call_hash: str | None, nonce: str,
              now: float) -> dict | None:
