@@ -349,8 +349,10 @@ def dashboard():
 @app.route("/api/callbacks/{session_id}/{attempt}/{action}", methods=["POST"], content_types=JSON_TYPES)
 @api(auth_required=False)
 def agent_callback(session_id, attempt, action):
+    from chalicelib.api.callbacks import handle
+
     req = app.current_request
-    return container().callbacks.handle(session_id, attempt, action, req.headers, req.raw_body)
+    return handle(container().callbacks, session_id, attempt, action, req.headers, req.raw_body)
 
 
 # Last, once every route is registered: a wrong method on a known path answers our 405 with Allow.

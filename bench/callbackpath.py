@@ -64,15 +64,16 @@ class CallbackPathResult:
 
 
 def measure_callback_path(runs: int = 20) -> CallbackPathResult:
+    from bench.aws_bench import take
     from chalicelib.adapters.provision import provision
     from chalicelib.agents import registry
+    from chalicelib.api.callbacks import handle
     from chalicelib.clock import FixedClock
     from chalicelib.domain.ids import new_agent_id
     from chalicelib.domain.model import Priority
     from chalicelib.domain.records import Agent
     from chalicelib.services.container import Container
     from chalicelib.settings import Settings
-    from bench.aws_bench import take
     from devtools import moto_fixes
 
     moto_fixes.apply()
@@ -100,15 +101,16 @@ def measure_callback_path(runs: int = 20) -> CallbackPathResult:
             token = _AcceptingKind.tokens[s.session_id]
             headers = {"Authorization": f"Bearer {token}"}
             clock.advance(1)
-            for action, body in (("progress", b'{"progress": 50}'), ("heartbeat", b'{"details": {"step": 2}}'),
-                                 ("complete", b'{"output": {"ok": true}}')):
+            for action, raw in (("progress", b'{"progress": 50}'), ("heartbeat", b'{"details": {"step": 2}}'),
+                                ("complete", b'{"output": {"ok": true}}')):
                 with meter.phase(action):
-                    c.callbacks.handle(s.session_id, "1", action, headers, body)
+                    handle(c.callbacks, s.session_id, "1", action, headers, raw)
         meter.detach()
         by_phase: dict[str, Counter] = {}
         for (phase, op), n in meter.sent.items():
             by_phase.setdefault(phase, Counter())[op] += n
-        done = sum(1 for s in sessions if c.runs.get(s.agent_id, s.session_id).status.value == "SUCCEEDED")
+        ended = [c.runs.get(s.agent_id, s.session_id) for s in sessions]
+        done = sum(1 for e in ended if e is not None and e.status.value == "SUCCEEDED")
         assert done == runs, f"{done} of {runs} runs succeeded"
         return CallbackPathResult(runs, by_phase, results)
 

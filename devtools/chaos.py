@@ -532,9 +532,11 @@ class Chaos:
         if rng.random() < 0.08:
             self.stats["cb_silent"] += 1  # never calls back: the heartbeat timeout ends it
             return
-        calls = [(now + rng.uniform(1, 20), "progress", {"progress": rng.randint(1, 60), "message": "working"})]
+        calls: list[tuple[float, str, dict[str, Any]]] = [
+            (now + rng.uniform(1, 20), "progress", {"progress": rng.randint(1, 60), "message": "working"})]
         if rng.random() < 0.7:
             calls.append((now + rng.uniform(20, 50), "heartbeat", {"details": {"attempt": attempt}}))
+        end: tuple[str, dict[str, Any]]
         if rng.random() < 0.15:
             end = ("fail", {"message": "upstream unavailable", "category": "TRANSIENT"})
         else:
@@ -545,7 +547,8 @@ class Chaos:
             calls.append((at + (rng.uniform(0, 3) if rng.random() < 0.5 else rng.uniform(30, 600)), *end))
             self.stats["cb_repeated"] += 1
         if rng.random() < 0.1:  # another ending call that contradicts it
-            other = ("fail", {"message": "changed my mind"}) if end[0] == "complete" else ("complete", {"output": "late"})
+            other: tuple[str, dict[str, Any]] = (
+                ("fail", {"message": "changed my mind"}) if end[0] == "complete" else ("complete", {"output": "late"}))
             calls.append((at + rng.uniform(0, 100), *other))
             self.stats["cb_contradicted"] += 1
         for when, action, body in calls:
@@ -911,8 +914,8 @@ class Chaos:
         per_fire = Counter((s.agent_id, s.scheduled_for) for s in stored if s.trigger.value == "SCHEDULE")
         dup_fires = sum(n - 1 for n in per_fire.values() if n > 1)
         double_ends = [(k, v) for k, v in self.ended_by_call.items() if len(v) > 1]
-        for key, bodies in double_ends[:10]:
-            self.log(f"attempt {key} ended by two different calls: {sorted(bodies)}")
+        for attempt_key, bodies in double_ends[:10]:
+            self.log(f"attempt {attempt_key} ended by two different calls: {sorted(bodies)}")
         duplicates = len(self.dup_starts) + dup_fires + dup_rows + len(double_ends) + self.stats["cb_unexpected"]
 
         stuck = [s for s in stored if s.status.value not in FINAL]

@@ -157,12 +157,9 @@ CALLBACK_ANSWER = {"type": "object", "properties": {
 
 
 def _callback_schemas() -> dict[str, dict]:
-    from chalicelib.domain.callbacks import Action
-    from chalicelib.services.callbacks import BODIES
-
-    names = {Action.PROGRESS: "CallbackProgress", Action.HEARTBEAT: "CallbackHeartbeat",
-             Action.COMPLETE: "CallbackComplete", Action.FAIL: "CallbackFail"}
-    return {names[a]: body for a, body in BODIES.items()}
+    names = {"progress": "CallbackProgress", "heartbeat": "CallbackHeartbeat",
+             "complete": "CallbackComplete", "fail": "CallbackFail"}
+    return {names[a]: body for a, body in S.CALLBACK_BODIES.items()}
 
 
 def _callback_paths() -> dict:

@@ -203,3 +203,54 @@ SESSION_OUT: dict[str, Any] = {
         "usage": {"type": ["object", "null"], "description": "what the agent reported it used"},
     },
 }
+
+
+CALLBACK_USAGE = {
+    "type": "object",
+    "properties": {
+        "inputTokens": {"type": "integer", "minimum": 0, "maximum": 10**12},
+        "outputTokens": {"type": "integer", "minimum": 0, "maximum": 10**12},
+        "costUsd": {"type": "number", "minimum": 0, "maximum": 10**9},
+    },
+    "additionalProperties": False,
+}
+
+# The bodies of the agents' callbacks (POST /api/callbacks/{sessionId}/{attempt}/{action}).
+CALLBACK_BODIES: dict[str, dict] = {
+    "progress": {
+        "type": "object",
+        "properties": {
+            "progress": {"type": "number", "minimum": 0, "maximum": 100},
+            "message": {"type": ["string", "null"], "maxLength": 2000},
+        },
+        "required": ["progress"],
+        "additionalProperties": False,
+    },
+    "heartbeat": {
+        "type": "object",
+        "properties": {
+            "details": {"x-maxBytes": 32 * 1024,
+                        "description": "any JSON up to 32 KB, handed to the next attempt as lastHeartbeatDetails"},
+        },
+        "additionalProperties": False,
+    },
+    "complete": {
+        "type": "object",
+        "properties": {
+            "output": {"description": "any JSON: the run's output (bounded as outputs are)"},
+            "usage": {**CALLBACK_USAGE, "type": ["object", "null"]},
+        },
+        "additionalProperties": False,
+    },
+    "fail": {
+        "type": "object",
+        "properties": {
+            "message": {"type": "string", "minLength": 1, "maxLength": 2000},
+            "category": {"type": "string", "enum": ["TRANSIENT", "PERMANENT", "RATE_LIMITED", "AGENT_ERROR"]},
+            "nonRetryable": {"type": "boolean"},
+            "retryAfterSeconds": {"type": "number", "minimum": 0, "maximum": 86400},
+        },
+        "required": ["message"],
+        "additionalProperties": False,
+    },
+}

@@ -30,10 +30,13 @@ import hmac
 import json
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.domain.model import ErrorCategory, SessionStatus
 from chalicelib.domain.runflow import Backoff, Transition, after_attempt
+
+if TYPE_CHECKING:
+    from chalicelib.domain.records import Session
 
 TOKEN_BYTES = 32  # 256 bits of randomness (at least 128 are required)
 MAX_TOKEN_CHARS = 300
@@ -100,7 +103,7 @@ def same_hash(a: str | None, b: str | None) -> bool:
 def body_hash(action: Action, body: Any) -> str:
     """What identifies a complete/fail call: its action and its canonical JSON body."""
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(f"{action.value}\x1f{text}".encode("utf-8")).hexdigest()
+    return hashlib.sha256(f"{action.value}\x1f{text}".encode()).hexdigest()
 
 
 # --- which attempt a call names, and what it may do ---------------------------------------------
@@ -123,8 +126,8 @@ def default_ended_by(status: SessionStatus) -> EndedBy:
     return EndedBy.FAILED
 
 
-def attempt_state(s, attempt: int, given_hash: str) -> AttemptState:
-    """The state of attempt ``attempt`` of run ``s`` (a Session, or None), for a call whose
+def attempt_state(s: Session | None, attempt: int, given_hash: str) -> AttemptState:
+    """The state of attempt ``attempt`` of run ``s`` (None: no such run), for a call whose
     token hashes to ``given_hash``. Both hashes the run keeps are compared in constant time."""
     if s is None or attempt < 1:
         return AttemptState(False)

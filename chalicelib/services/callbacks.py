@@ -22,72 +22,22 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.agents.jsonsafe import bounded
-from chalicelib.api.validation import MAX_BODY_BYTES, parse_json_body, validate
 from chalicelib.domain import callbacks as cb
 from chalicelib.domain import events as ev
 from chalicelib.domain.model import ErrorCategory
 from chalicelib.domain.records import Session
 from chalicelib.domain.runflow import Backoff, Transition, after_attempt
-from chalicelib.errors import NotFound, PayloadTooLarge, SchedulerError
+from chalicelib.errors import Conflict, NotFound, SchedulerError
 
 log = logging.getLogger("agent_scheduler.callbacks")
 
 MAX_ATTEMPT = 1_000_000
 REMEMBERED = 10_000  # live attempts this process remembers
 TRIES = 4  # reads and writes per call when other writers keep moving the run
-
-USAGE = {
-    "type": "object",
-    "properties": {
-        "inputTokens": {"type": "integer", "minimum": 0, "maximum": 10**12},
-        "outputTokens": {"type": "integer", "minimum": 0, "maximum": 10**12},
-        "costUsd": {"type": "number", "minimum": 0, "maximum": 10**9},
-    },
-    "additionalProperties": False,
-}
-
-BODIES: dict[cb.Action, dict] = {
-    cb.Action.PROGRESS: {
-        "type": "object",
-        "properties": {
-            "progress": {"type": "number", "minimum": 0, "maximum": 100},
-            "message": {"type": ["string", "null"], "maxLength": 2000},
-        },
-        "required": ["progress"],
-        "additionalProperties": False,
-    },
-    cb.Action.HEARTBEAT: {
-        "type": "object",
-        "properties": {
-            "details": {"x-maxBytes": cb.MAX_DETAILS_BYTES,
-                        "description": "any JSON up to 32 KB, handed to the next attempt as lastHeartbeatDetails"},
-        },
-        "additionalProperties": False,
-    },
-    cb.Action.COMPLETE: {
-        "type": "object",
-        "properties": {
-            "output": {"description": "any JSON: the run's output (bounded as outputs are)"},
-            "usage": {**USAGE, "type": ["object", "null"]},
-        },
-        "additionalProperties": False,
-    },
-    cb.Action.FAIL: {
-        "type": "object",
-        "properties": {
-            "message": {"type": "string", "minLength": 1, "maxLength": 2000},
-            "category": {"type": "string", "enum": ["TRANSIENT", "PERMANENT", "RATE_LIMITED", "AGENT_ERROR"]},
-            "nonRetryable": {"type": "boolean"},
-            "retryAfterSeconds": {"type": "number", "minimum": 0, "maximum": 86400},
-        },
-        "required": ["message"],
-        "additionalProperties": False,
-    },
-}
-
 
 class RunFinished(SchedulerError):
     """A callback of an attempt that has ended (other than a repeat of the call that ended it)."""
@@ -108,14 +58,15 @@ def _unknown() -> NotFound:
     return NotFound("unknown session or attempt, or a wrong callback token")
 
 
-def callback_token(headers) -> str | None:
-    """The bearer token of a callback, or None (missing or not ``Bearer <token>``)."""
-    for k, v in (headers or {}).items():
-        if k.lower() == "authorization" and isinstance(v, str):
-            scheme, _, token = v.strip().partition(" ")
-            token = token.strip()
-            return token if scheme.lower() == "bearer" and token else None
-    return None
+@dataclass(frozen=True)
+class Call:
+    """A callback whose attempt exists and whose token is that attempt's (see ``open``)."""
+
+    action: cb.Action
+    attempt: int
+    key: tuple  # (agent, run, attempt, token hash): what this process remembers it by
+    given: str  # the token's hash
+    seen: Session  # the run as last seen
 
 
 class CallbackService:
@@ -142,33 +93,37 @@ class CallbackService:
         s = self.c.settings
         return Backoff(s.backoff_base_seconds, s.backoff_max_seconds, random.random)
 
-    def handle(self, session_id: str, attempt_text: str, action_text: str, headers, raw_body) -> dict:
-        """One callback; answers ``{status, cancelRequested}`` or raises the error to answer."""
+    def open(self, session_id: str, attempt_text: str, action_text: str, token: str | None) -> Call:
+        """The callback's attempt, if it exists and the token is its own; else NotFound (the
+        same answer for an unknown run, attempt, action or token). The body is read after."""
         try:
             action = cb.Action(action_text)
             attempt = int(attempt_text)
         except ValueError:
             raise _unknown() from None
-        token = callback_token(headers)
         agent_id = cb.token_agent(token)
         if agent_id is None or not 1 <= attempt <= MAX_ATTEMPT or not 0 < len(session_id) <= 100:
             raise _unknown()
-        raw = raw_body.encode() if isinstance(raw_body, str) else (raw_body or b"")
-        if len(raw) > MAX_BODY_BYTES:
-            raise PayloadTooLarge(f"the request body is larger than {MAX_BODY_BYTES} bytes (1 MB)")
         given = cb.token_hash(token or "")
         key = (agent_id, session_id, attempt, given)
         s = self._live.get(key)
         if s is None:
             s = self.c.runs.get(agent_id, session_id)
-            if not cb.attempt_state(s, attempt, given).known:
+            if s is None or not cb.attempt_state(s, attempt, given).known:
                 self._count("unknown")
                 raise _unknown()
-        body = validate(parse_json_body(raw, required=action is cb.Action.PROGRESS), BODIES[action])
+        return Call(action, attempt, key, given, s)
+
+    def apply(self, call: Call, body: dict) -> dict:
+        """Carry out a callback whose body the API layer has validated; answers
+        ``{status, cancelRequested}`` or raises the error to answer (RunFinished, NotFound)."""
+        action, attempt, key, given, s = call.action, call.attempt, call.key, call.given, call.seen
+        agent_id, session_id = key[0], key[1]
         call_hash = cb.body_hash(action, body) if action.final else None
         nonce = uuid.uuid4().hex  # this request's own: a retry of its write is recognised, another's is not
         for _ in range(TRIES):
-            assert s is not None
+            if s is None:
+                raise _unknown()
             state = cb.attempt_state(s, attempt, given)
             verdict = cb.judge(state, action, call_hash)
             if verdict is cb.Verdict.NOT_FOUND:
@@ -186,7 +141,7 @@ class CallbackService:
                 return answer
             self._remember(key, None)
             s = self.c.runs.get(agent_id, session_id)  # it moved meanwhile: judge the call again
-        raise SchedulerError("the run kept changing; try the callback again")
+        raise Conflict("the run kept changing; try the callback again")
 
     # --- the writes ------------------------------------------------------------------------
     def _apply(self, s: Session, action: cb.Action, body: dict, call_hash: str | None,

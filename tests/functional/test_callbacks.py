@@ -15,6 +15,7 @@ import pytest
 
 from chalicelib.agents import registry
 from chalicelib.agents.base import RunAccepted
+from chalicelib.api.callbacks import handle
 from chalicelib.domain import events as ev
 from chalicelib.domain.runflow import Backoff
 from chalicelib.services.async_runs import expire_async
@@ -347,9 +348,9 @@ def test_callbacks_work_while_the_request_is_open_and_an_early_complete_wins(api
         token = ctx.callback["token"]
         lease = system.runs.get(aid, ctx.session_id).run_lease_until
         headers = {"Authorization": f"Bearer {token}"}
-        seen["progress"] = system.callbacks.handle(ctx.session_id, "1", "progress", headers, b'{"progress": 50}')
+        seen["progress"] = handle(system.callbacks, ctx.session_id, "1", "progress", headers, b'{"progress": 50}')
         seen["lease"] = system.runs.get(aid, ctx.session_id).run_lease_until == lease  # the worker's lease stays
-        seen["complete"] = system.callbacks.handle(ctx.session_id, "1", "complete", headers, b'{"output": "by callback"}')
+        seen["complete"] = handle(system.callbacks, ctx.session_id, "1", "complete", headers, b'{"output": "by callback"}')
 
     agent_kind.during = during
     agent_kind.answer = "sync"
@@ -367,7 +368,7 @@ def test_a_202_after_the_complete_callback_changes_nothing(api, system, clock, a
 
     def during(ctx):
         headers = {"Authorization": f"Bearer {ctx.callback['token']}"}
-        system.callbacks.handle(ctx.session_id, "1", "complete", headers, b"{}")
+        handle(system.callbacks, ctx.session_id, "1", "complete", headers, b"{}")
 
     agent_kind.during = during
     sid, out = start(api, system, aid)
@@ -385,7 +386,8 @@ class AgentServer:
     def __init__(self, fail: bool = False) -> None:
         from standardwebhooks.webhooks import Webhook
 
-        received = self.received = []
+        received: list = []
+        self.received = received
         verifier = Webhook(SECRET)
 
         class Handler(BaseHTTPRequestHandler):

@@ -1,6 +1,8 @@
 """The callback rules (domain/callbacks.py): tokens, which call is allowed when, liveness."""
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from chalicelib.domain import callbacks as cb
@@ -15,7 +17,7 @@ B = Backoff(1.0, 300.0, lambda: 0.0)
 
 
 def run(**kw) -> Session:
-    base = dict(agent_id="ag_1", session_id="s1", tenant_id="t", status=SessionStatus.RUNNING, trigger=Trigger.MANUAL,
+    base: dict[str, Any] = dict(agent_id="ag_1", session_id="s1", tenant_id="t", status=SessionStatus.RUNNING, trigger=Trigger.MANUAL,
                 priority=Priority.NORMAL, scheduled_for=0.0, queued_at=0.0, max_attempts=3, timeout_seconds=300,
                 attempt=2, claim="c2", callback_hash=cb.token_hash("tok2"), prev_callback_hash=cb.token_hash("tok1"))
     base.update(kw)
