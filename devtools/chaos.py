@@ -212,9 +212,12 @@ def _fast_moto_queries():
     DynamoType comparisons per query, which at days of history would make the run measure
     moto. Here only the items of the queried key are gathered, then sorted the same way, so
     the answer is the same. Returns a function that undoes it."""
+    import threading
+
     from moto.dynamodb.models.table import Table
 
     original = Table.query
+    lock = threading.Lock()  # the narrowed item list is set on the table: one query at a time
 
     def query(self, hash_key, range_comparison, range_objs, limit, exclusive_start_key, scan_index_forward,
               projection_expressions, index_name=None, *args, hash_key_conditions=None, **kwargs):
@@ -243,11 +246,12 @@ def _fast_moto_queries():
                 return sorted(self.items.get(hash_key, {}).values(), key=lambda x: x.range_key)
         else:
             return call()
-        setattr(self, "all_items", some_items)
-        try:
-            return call()
-        finally:
-            del self.all_items
+        with lock:  # (the API's conflict check queries from a thread pool)
+            setattr(self, "all_items", some_items)
+            try:
+                return call()
+            finally:
+                del self.all_items
 
     setattr(Table, "query", query)
 
