@@ -491,3 +491,23 @@ def test_progress_events_carry_the_run_and_are_throttled_across_calls(api, syste
     got = [(e["data"]["progress"], e["data"]["message"], e["data"]["attempt"], e["data"]["sessionId"])
            for e in events(api, ev.AGENT_PROGRESS)]
     assert got == [(10, "", 1, sid), (60, "half", 1, sid), (100, "", 1, sid)]
+
+
+def test_only_the_public_routes_and_the_callbacks_go_without_a_tenant_token(chalice_client):
+    from app import app
+    from chalicelib.api.routing_errors import allowed_methods
+
+    public = {"/api/health", "/api/openapi.json", "/dashboard"}
+    for path in app.routes:
+        concrete = path.replace("{attempt}", "1")
+        for name in ("agent_id", "session_id", "action"):
+            concrete = concrete.replace("{%s}" % name, "x")
+        for method in allowed_methods(app, path):  # (the others answer 405 to anyone)
+            r = chalice_client.http.request(method, concrete, headers={"Content-Type": "application/json"},
+                                            body=b"{}" if method in ("POST", "PATCH", "PUT") else None)
+            if path in public:
+                assert r.status_code == 200, (method, path)
+            elif path.startswith("/api/callbacks/"):
+                assert r.status_code == 404 and json.loads(r.body)["code"] == "NOT_FOUND", (method, path)  # its own token
+            else:
+                assert r.status_code == 401, (method, path, r.status_code)
