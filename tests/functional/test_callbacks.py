@@ -501,7 +501,7 @@ def test_only_the_public_routes_and_the_callbacks_go_without_a_tenant_token(chal
     for path in app.routes:
         concrete = path.replace("{attempt}", "1")
         for name in ("agent_id", "session_id", "action"):
-            concrete = concrete.replace("{%s}" % name, "x")
+            concrete = concrete.replace("{" + name + "}", "x")
         for method in allowed_methods(app, path):  # (the others answer 405 to anyone)
             r = chalice_client.http.request(method, concrete, headers={"Content-Type": "application/json"},
                                             body=b"{}" if method in ("POST", "PATCH", "PUT") else None)
