@@ -385,6 +385,15 @@ def get_pool(principal, name):
 def delete_pool(principal, name):
     container().pool_service.delete(principal.tenant_id, name)
 
+# --- the agents' callbacks: no tenant JWT, the attempt's own callback token ---------------------------
+@app.route("/api/callbacks/{session_id}/{attempt}/{action}", methods=["POST"], content_types=JSON_TYPES)
+@api(auth_required=False)
+def agent_callback(session_id, attempt, action):
+    from chalicelib.api.callbacks import handle
+
+    req = app.current_request
+    return handle(container().callbacks, session_id, attempt, action, req.headers, req.raw_body)
+
 
 # Last, once every route is registered: a wrong method on a known path answers our 405 with Allow.
 add_method_not_allowed(app)

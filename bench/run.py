@@ -230,6 +230,16 @@ def _run(args) -> int:
                  fmt(cpu.base_peak_bytes / 1e6), ratio(cpu.peak_bytes, cpu.base_peak_bytes), "-", "-"])
     base_path = m.base_tick_per_fire() + m.base_worker_per_run()
     rows += pathreport.rows(paths, args.caps, cont, tick_model, base_path)
+    # --- 12: the callback path of async runs (no baseline: a synchronous run has none) ----------------
+    from bench.callbackpath import measure_callback_path
+
+    log("figure 12: the callback path of async runs")
+    cbp = measure_callback_path(5 if args.quick else 50)
+    for line in cbp.lines():
+        log(line)
+    rows.append(["12", "own AWS requests per async run, callback path (claim with the token's hash, agent read, "
+                 "accept, one progress, one heartbeat, complete; events apart)", f"{cbp.runs} runs",
+                 fmt(cbp.own_per_run()), "-", "-", "-", "-"])
     header = ["#", "figure", "data", "project", "baseline", "project ÷ baseline", "target", "met"]
 
     elapsed = time.perf_counter() - t_start

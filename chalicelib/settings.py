@@ -28,6 +28,7 @@ TICK_SECONDS = "SCHEDULER_TICK_SECONDS"
 SESSION_RETENTION_DAYS = "SCHEDULER_SESSION_RETENTION_DAYS"
 EVENT_RETENTION_HOURS = "SCHEDULER_EVENT_RETENTION_HOURS"
 SYNC_WAIT_SECONDS = "SCHEDULER_SYNC_WAIT_SECONDS"  # longest wait for a synchronous agent answer (1..840)
+PUBLIC_URL = "SCHEDULER_PUBLIC_URL"  # base of the agents' callback URLs (ends in /api)
 CORS_ORIGIN = "SCHEDULER_CORS_ORIGIN"  # the dashboard's origin when it is not the API's own; unset: no CORS
 
 # --- extensions: resource names and wiring (set by infra per stage) ---------
@@ -99,6 +100,7 @@ class Settings:
     priority_aging_seconds: int = 600
     sync_wait_seconds: int = limits.SYNC_WAIT_SECONDS_MAX
     signing_key_id: str = ""
+    public_url: str = ""  # the REST base agents call back (no trailing slash); "" = the local one
 
     # Fixed engineering constants (not settings): documented here in one place.
     lookahead_seconds: int = 75  # the tick admits runs due up to this far ahead (> the tick period,
@@ -152,6 +154,7 @@ class Settings:
             priority_aging_seconds=_int(env, PRIORITY_AGING_SECONDS, 600, 0, 7 * 86400),
             sync_wait_seconds=_int(env, SYNC_WAIT_SECONDS, limits.SYNC_WAIT_SECONDS_MAX, 1, limits.SYNC_WAIT_SECONDS_MAX),
             signing_key_id=(env.get(SIGNING_KEY_ID) or "").strip(),
+            public_url=_public_url(env),
         )
         if s.backoff_max_seconds < s.backoff_base_seconds:
             raise ConfigError(
@@ -162,6 +165,11 @@ class Settings:
 
     def with_(self, **changes) -> "Settings":
         return replace(self, **changes)
+
+    @property
+    def callback_base(self) -> str:
+        """The REST base agents call back: ``SCHEDULER_PUBLIC_URL``, else the one ``make run`` prints."""
+        return self.public_url or f"http://127.0.0.1:{self.api_port}/api"
 
 
 def read_log_level(env: Mapping[str, str] | None = None) -> str:
@@ -186,6 +194,22 @@ def read_cors_origin(env: Mapping[str, str] | None = None) -> str:
             or parts.query or parts.fragment or parts.username or parts.password):
         raise ConfigError(f"{CORS_ORIGIN} must be one origin like https://dashboard.example.com, got {raw!r}")
     return raw
+
+
+def _public_url(env: Mapping[str, str]) -> str:
+    """``SCHEDULER_PUBLIC_URL``: an http(s) URL without query or fragment, kept without a trailing slash."""
+    raw = _raw(env, PUBLIC_URL)
+    if raw is None:
+        return ""
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError:
+        parts = None
+    if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query
+            or parts.fragment or parts.username or parts.password):
+        raise ConfigError(f"{PUBLIC_URL} must be the API's base URL like https://api.example.com/api, got {raw!r}")
+    return raw.rstrip("/")
 
 
 def _raw(env: Mapping[str, str], name: str) -> str | None:

@@ -27,6 +27,11 @@ only by the simulation:
 - backfills race the tick: over the last minutes of a live schedule (fires the tick
   planned or is planning at that moment), and over the far-behind schedule's disabled
   window at the moment it is enabled again, while its catch-up writes the same fires.
+- an async agent answers 202 and calls back (progress, heartbeat, complete or fail), its
+  callbacks sometimes duplicated (at once or much later), contradicted by another ending
+  call, sent at the same instant as the 202, late past the heartbeat or the deadline (the
+  sweep's timeout races them), after a cancel, or never (a heartbeat timeout). An attempt
+  that two different ending calls both ended counts as a duplicate.
 
 Then the faults stop, ticks and deliveries go on until nothing moves, and the stored data
 (the sessions table) is checked against the fires computed independently from the cron
@@ -64,8 +69,8 @@ T0 = datetime(2026, 3, 2, 11, 59, 30, tzinfo=timezone.utc)
 SECRET = "chaos-harness-secret-of-thirty-two-bytes"
 CAP = 4
 LOOKAHEAD = 75
-FIRES_PER_MINUTE = 7.5  # of the agent set below (the schedule far behind is disabled most of the run),
-# with the at() fires and the backfilled ones
+FIRES_PER_MINUTE = 8.0  # of the agent set below (the schedule far behind is disabled most of the run),
+# with the at() fires, the backfilled ones and the async agent's
 FULL_FIRES = 10_000
 SMOKE_FIRES = 350
 FINAL = {"SUCCEEDED", "DEAD", "CANCELLED", "SKIPPED"}
@@ -91,6 +96,7 @@ class AgentSpec:
     seconds: tuple[int, int] = (5, 40)  # simulated run time, uniform
     start_in: int = 0  # rate(): startAt (the anchor) this many seconds after the schedule is first saved
     zone: str = "UTC"
+    callbacks: bool = False  # answers 202, then calls back (heartbeatSeconds 60)
 
     @property
     def kind_of_schedule(self) -> str:
@@ -112,8 +118,10 @@ AGENTS = (
     # "at": a one-off at() time, chosen when saved (again after each fire)
     AgentSpec("tenant-b", "b-at", "at", "HIGH", seconds=(5, 20)),
     AgentSpec("tenant-c", "c-at", "at", "CRITICAL", zone="Europe/Paris", seconds=(5, 20)),
+    AgentSpec("tenant-b", "b-async", "*/2 * * * *", "NORMAL", seconds=(1, 4), callbacks=True),
 )
 BACKFILL_SHARE = 0.15  # of the simulated minutes that start a backfill over a live schedule
+HEARTBEAT_SECONDS = 60
 
 
 # --- the simulation core ---------------------------------------------------------------------------
@@ -227,10 +235,11 @@ def _fast_moto_queries():
     DynamoType comparisons per query, which at days of history would make the run measure
     moto. Here only the items of the queried key are gathered, then sorted the same way, so
     the answer is the same. Returns a function that undoes it."""
+
     from moto.dynamodb.models.table import Table
 
     original = Table.query
-    lock = threading.RLock()
+    lock = threading.RLock()  # the narrowed item list is set on the table: one query at a time
 
     def query(self, hash_key, range_comparison, range_objs, limit, exclusive_start_key, scan_index_forward,
               projection_expressions, index_name=None, *args, hash_key_conditions=None, **kwargs):
@@ -259,7 +268,7 @@ def _fast_moto_queries():
                 return sorted(self.items.get(hash_key, {}).values(), key=lambda x: x.range_key)
         else:
             return call()
-        with lock:  # the app's thread pools (backfill writers) query the same table at once
+        with lock:  # the app's thread pools (backfill writers, the conflict check) query the same table at once
             setattr(self, "all_items", some_items)
             try:
                 return call()
@@ -336,6 +345,7 @@ class Chaos:
         self.at_saving: set[str] = set()
         self.backfilled: set[tuple[str, float]] = set()  # the fires of every window answered 202
         self.end = 0.0
+        self.ended_by_call: dict[tuple[str, int], set[str]] = {}  # ending calls answered 200 as applied
 
     # --- set-up -----------------------------------------------------------------
     def _api(self, method: str, path: str, tenant: str, body=None) -> tuple[int, Any]:
@@ -373,7 +383,8 @@ class Chaos:
             if spec.tenant not in self.tokens:
                 self.tokens[spec.tenant] = issue(spec.tenant, SECRET)
             code, out = self._api("POST", "/api/agents", spec.tenant, {
-                "name": spec.name, "kind": spec.kind, "config": spec.config, "maxRetries": 3, "timeoutSeconds": 90})
+                "name": spec.name, "kind": spec.kind, "config": spec.config, "maxRetries": 3, "timeoutSeconds": 90,
+                **({"heartbeatSeconds": HEARTBEAT_SECONDS} if spec.callbacks else {})})
             if code != 201:
                 raise RuntimeError(f"agent {spec.name}: {code} {out}")
             self.agent_ids[spec.name] = out["id"]
@@ -625,9 +636,62 @@ class Chaos:
                 self.sim.pause(self.sim.now + step)
                 if ctx.cancelled():
                     return Outcome(ok=False, category=ErrorCategory.CANCELLED, message="cancelled")
+            if spec is not None and spec.callbacks:
+                self._plan_callbacks(ctx)
+                return Outcome(ok=False, accepted=True, message="accepted")
             return real_execute(kind, config, ctx, deps, budget)
         finally:
             self.executing.pop(key, None)
+
+    # --- an async agent's callbacks ------------------------------------------------------------
+    def _plan_callbacks(self, ctx) -> None:
+        """What the agent will send about this attempt, and when (from its 202 on)."""
+        rng, now = self.rng, self.sim.now
+        sid, attempt, token = ctx.session_id, ctx.attempt, ctx.callback["token"]
+        if rng.random() < 0.08:
+            self.stats["cb_silent"] += 1  # never calls back: the heartbeat timeout ends it
+            return
+        calls: list[tuple[float, str, dict[str, Any]]] = [
+            (now + rng.uniform(1, 20), "progress", {"progress": rng.randint(1, 60), "message": "working"})]
+        if rng.random() < 0.7:
+            calls.append((now + rng.uniform(20, 50), "heartbeat", {"details": {"attempt": attempt}}))
+        end: tuple[str, dict[str, Any]]
+        if rng.random() < 0.15:
+            end = ("fail", {"message": "upstream unavailable", "category": "TRANSIENT"})
+        else:
+            end = ("complete", {"output": {"attempt": attempt}, "usage": {"inputTokens": 3}})
+        at = now if rng.random() < 0.05 else now + rng.uniform(2, 88)  # with the 202, or up to past the deadline
+        calls.append((at, *end))
+        if rng.random() < 0.25:  # the ending call again: a retry at once, or much later
+            calls.append((at + (rng.uniform(0, 3) if rng.random() < 0.5 else rng.uniform(30, 600)), *end))
+            self.stats["cb_repeated"] += 1
+        if rng.random() < 0.1:  # another ending call that contradicts it
+            other: tuple[str, dict[str, Any]] = (
+                ("fail", {"message": "changed my mind"}) if end[0] == "complete" else ("complete", {"output": "late"}))
+            calls.append((at + rng.uniform(0, 100), *other))
+            self.stats["cb_contradicted"] += 1
+        for when, action, body in calls:
+            self._callback_task(when, sid, attempt, token, action, body)
+
+    def _callback_task(self, when: float, sid: str, attempt: int, token: str, action: str, body: dict,
+                       tries: int = 1) -> None:
+        def call() -> None:
+            resp = self.client.http.request(
+                "POST", f"/api/callbacks/{sid}/{attempt}/{action}", body=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+            code = resp.status_code
+            self.stats[f"cb_{action}:{code}"] += 1
+            if code >= 500:
+                self.stats[f"cb_{action}:{code}:{json.loads(resp.body or b'{}').get('code')}"] += 1
+            if code >= 500 and tries < 4:  # the agent tries again, as the contract asks
+                self._callback_task(self.sim.now + 5, sid, attempt, token, action, body, tries + 1)
+            elif code == 200 and action in ("complete", "fail"):
+                self.ended_by_call.setdefault((sid, attempt), set()).add(json.dumps([action, body], sort_keys=True))
+            elif code not in (200, 409, 500, 503):
+                self.log(f"callback {action} of {sid}#{attempt}: {code} {resp.body[:200]!r}")
+                self.stats["cb_unexpected"] += 1
+
+        self.sim.spawn(when, Task(f"api:callback-{action}", "api"), call, self._api_done)
 
     def _check_counters(self, now: float) -> None:
         from chalicelib.domain.admission import slot_limits
@@ -989,7 +1053,10 @@ class Chaos:
 
         per_fire = Counter((s.agent_id, s.scheduled_for) for s in stored if s.trigger.value in ("SCHEDULE", "BACKFILL"))
         dup_fires = sum(n - 1 for n in per_fire.values() if n > 1)
-        duplicates = len(self.dup_starts) + dup_fires + dup_rows
+        double_ends = [(k, v) for k, v in self.ended_by_call.items() if len(v) > 1]
+        for attempt_key, bodies in double_ends[:10]:
+            self.log(f"attempt {attempt_key} ended by two different calls: {sorted(bodies)}")
+        duplicates = len(self.dup_starts) + dup_fires + dup_rows + len(double_ends) + self.stats["cb_unexpected"]
 
         stuck = [s for s in stored if s.status.value not in FINAL]
         for s in stuck[:10]:

@@ -63,6 +63,11 @@ ACCESS: dict[str, tuple[Access, ...]] = {
         Access("table:control", (GET, PUT, UPDATE, DELETE, BATCH_GET)),
         Access("queue:work", (SQS_SEND,)),  # run now, cancel and redrive admit at once
         Access("queue:dlq", (SQS_RECEIVE, SQS_DELETE, SQS_VISIBILITY)),  # redrive drains the DLQ
+        # Agents' callbacks end attempts as the worker does: the hand-off checks the pause, a dead
+        # run's DLQ copy and alert.
+        Access("table:control", ("dynamodb:ConditionCheckItem",)),
+        Access("queue:dlq", (SQS_SEND,)),
+        Access("topic:alerts", ("sns:Publish",)),
         Access("secret:jwt", (READ_SECRET,)),  # bearer tokens
         Access("kms:signing", ("kms:Encrypt",)),  # a webhook agent's new signing secret, never read back
         # schedule:changed events: the tenant's connections, gone ones removed

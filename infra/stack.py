@@ -267,6 +267,13 @@ class AgentSchedulerStack(Stack):
         else:
             self.functions["tick"].add_deletion_override("Properties.ReservedConcurrentExecutions")
         self.functions["api_handler"].add_override("Properties.Handler", REST_HANDLER)
+        # The worker hands agents their callback URL: this stack's REST API under its stage. Only the
+        # worker gets it (the REST API's definition names the API function: its own environment
+        # naming the API would be a cycle).
+        self.functions["worker"].add_override(
+            f"Properties.Environment.Variables.{app_settings.PUBLIC_URL}",
+            Fn.sub("https://${%s}.execute-api.${AWS::Region}.${AWS::URLSuffix}/%s" % (REST_API_ID, stage.api_gateway_stage)),
+        )
 
         # --- the worker's event source: partial batch responses, concurrency = the cap -------------
         # Chalice's own SQS event (from app.py's queue_arn, read at import) is replaced by

@@ -85,6 +85,7 @@ def agent_from_item(m: AgentTenantModel) -> Agent:
         throttle={k: int(v) for k, v in m.throttle.items()} if m.throttle else None,
         pools=tuple(m.pools or ()),
         signing_keys=m.signing_keys or None,
+        heartbeat_seconds=None if m.heartbeat_seconds is None else int(m.heartbeat_seconds),
     )
 
 
@@ -112,6 +113,7 @@ def agent_to_item(a: Agent, *, due_shard: str | None, due_at: float | None) -> A
         throttle=a.throttle,
         pools=list(a.pools) or None,
         signing_keys=a.signing_keys,
+        heartbeat_seconds=a.heartbeat_seconds,
     )
 
 
@@ -151,6 +153,18 @@ def session_from_item(m: SessionModel) -> Session:
         holds=tuple(m.holds or ()),
         waiting_reason=m.waiting_reason,
         waiting_for=m.waiting_for,
+        callback_hash=m.callback_hash,
+        prev_callback_hash=m.prev_callback_hash,
+        end_attempt=None if m.end_attempt is None else int(m.end_attempt),
+        ended_by=m.ended_by,
+        end_hash=m.end_hash,
+        is_async=bool(m.is_async),
+        heartbeat_seconds=None if m.heartbeat_seconds is None else int(m.heartbeat_seconds),
+        last_heartbeat_at=_f(m.last_heartbeat_at),
+        last_heartbeat_details=m.last_heartbeat_details,
+        progress=m.progress,
+        progress_event_at=_f(m.progress_event_at),
+        usage=m.usage,
     )
 
 
@@ -333,6 +347,8 @@ class AgentStore:
                        else a.max_concurrency.remove())
         actions.append(a.throttle.set(agent.throttle) if agent.throttle else a.throttle.remove())
         actions.append(a.pools.set(list(agent.pools)) if agent.pools else a.pools.remove())
+        actions.append(a.heartbeat_seconds.set(agent.heartbeat_seconds) if agent.heartbeat_seconds is not None
+                       else a.heartbeat_seconds.remove())
         if agent.schedule is None:
             actions += [a.schedule.remove(), a.next_run_at.remove(), a.due_shard.remove(), a.due_at.remove()]
         else:

@@ -189,10 +189,14 @@ class RunStore:
 
     # --- the claim: ADMITTED -> RUNNING -----------------------------------------------
     def claim(self, agent_id: str, session_id: str, attempt: int, token: str, now: float,
-              lease_until: float) -> ClaimResult:
+              lease_until: float, callback_hash: str | None = None) -> ClaimResult:
         """ADMITTED -> RUNNING for ``attempt``, stamped with ``token``; one UpdateItem that
         returns the run. When the condition fails, the stored run tells whether the claim was
-        ours after all (a retried write that had committed) or why not."""
+        ours after all (a retried write that had committed) or why not.
+
+        ``callback_hash``: the hash of this attempt's callback token, stored by the same write;
+        the previous attempt's hash moves to ``prev_callback_hash`` (its late calls are told
+        that it ended), and the attempt starts synchronous."""
         m = SessionModel
         item = m(agent_id, session_id)
         actions = [
@@ -200,6 +204,9 @@ class RunStore:
             m.run_lease_until.set(lease_until), m.claim.set(token), m.stage.remove(), m.next_attempt_at.remove(),
             m.finished_at.remove(),
         ]
+        if callback_hash is not None:
+            actions += [m.prev_callback_hash.set(m.callback_hash | "-"), m.callback_hash.set(callback_hash),
+                        m.is_async.remove(), m.heartbeat_seconds.remove()]
         cond = (m.stage == STAGE_ADMITTED) & (m.attempt == attempt - 1) & m.slot.exists() \
             & m.cancel_requested.does_not_exist()
         try:
@@ -217,7 +224,9 @@ class RunStore:
                hand_off: tuple[Session, Admit] | None = None, count_agent: bool = True,
                release_if_idle: bool = False, keep: Admit | None = None,
                key_limits: Mapping[str, int] | None = None, key_expiry: Mapping[str, float] | None = None,
-               skip_keys: frozenset[str] = frozenset()) -> FinishResult:
+               skip_keys: frozenset[str] = frozenset(), *, ended_by: str | None = None,
+               end_hash: str | None = None, usage: dict | None = None, tx_nonce: str = "",
+               expect_lease: float | None = None) -> FinishResult:
         """One transaction: the session's outcome, its slot released (or handed to
         ``hand_off``, which becomes ADMITTED in its place), the agent's run counts.
 
@@ -232,10 +241,20 @@ class RunStore:
         throttle starts; a keyed limit that has no room cancels the hand-off (the slot is
         released instead and admission decides). A kept retry keeps its keys.
         ``skip_keys``: keys already repaired below this run's hold (not given back again).
+        ``ended_by`` (default: from the transition), ``end_hash``: how the attempt ended, for
+        its late callbacks; ``usage``: what the agent reported it used. ``tx_nonce``: the
+        caller's own (a callback request's), so two callers ending the attempt the same way
+        never take each other's write for their own. ``expect_lease``: only while the run's
+        lease is still the one the caller saw expire (a callback that moved it keeps the run).
         """
+        from chalicelib.domain.callbacks import ended_by_for
+
+        cb = dict(ended_by=ended_by or ended_by_for(t.next.value, category=(t.error or {}).get("category")).value,
+                  end_hash=end_hash, usage=usage, expect_lease=expect_lease)
         token = request_token("finish", s.session_id, s.attempt, s.claim, t.next.value,
-                              hand_off[0].session_id if hand_off else "", "keep" if keep else "")
-        tx = self._finish_tx(s, t, now, duration_ms, token, hand_off, count_agent, release_if_idle, keep=keep)
+                              hand_off[0].session_id if hand_off else "", "keep" if keep else "",
+                              *([tx_nonce] if tx_nonce else []))
+        tx = self._finish_tx(s, t, now, duration_ms, token, hand_off, count_agent, release_if_idle, keep=keep, **cb)
         if keep is None and s.slot:
             _key_changes(tx, s, hand_off, key_limits, key_expiry, skip_keys)
         res = tx.commit("finish run")
@@ -251,10 +270,11 @@ class RunStore:
         if lost_keys and "session" not in res.failed:
             if hand_off is not None and lost_keys & set(hand_off[1].holds + hand_off[1].starts):
                 # the next run's keyed limit has no room: release instead; admission decides
-                return self.finish(s, t, now, duration_ms, None, count_agent, False, skip_keys=skip_keys)
+                return self.finish(s, t, now, duration_ms, None, count_agent, False, skip_keys=skip_keys,
+                                   tx_nonce=tx_nonce, **cb)
             log.warning("keyed counter already released", extra={"session_id": s.session_id})
             return self.finish(s, t, now, duration_ms, hand_off, count_agent, release_if_idle, keep,
-                               key_limits, key_expiry, skip_keys | frozenset(lost_keys))
+                               key_limits, key_expiry, skip_keys | frozenset(lost_keys), tx_nonce=tx_nonce, **cb)
         if "session" in res.failed:
             if current is not None and current.cancel_requested and t.next is Next.RETRY \
                     and current.status is SessionStatus.RUNNING and current.claim == s.claim:
@@ -263,33 +283,44 @@ class RunStore:
                                        output=t.output)
                 return self.finish(s.with_(cancel_requested=True), cancelled, now, duration_ms,
                                    hand_off, count_agent, release_if_idle, key_limits=key_limits,
-                                   key_expiry=key_expiry, skip_keys=skip_keys)
+                                   key_expiry=key_expiry, skip_keys=skip_keys, ended_by="CANCELLED", usage=usage,
+                                   tx_nonce=tx_nonce)
             return FinishResult(False)
         if "agent" in res.failed:  # the agent was deleted meanwhile: nothing to count
             return self.finish(s, t, now, duration_ms, hand_off, False, release_if_idle,
-                               key_limits=key_limits, key_expiry=key_expiry, skip_keys=skip_keys)
+                               key_limits=key_limits, key_expiry=key_expiry, skip_keys=skip_keys,
+                               tx_nonce=tx_nonce, **cb)
         if "counter" in res.failed and release_if_idle:
             raise WaitingHint("runs wait for a slot")
         if "counter" in res.failed:  # the counter was repaired below this slot: nothing to give back
             log.warning("slot counter already released", extra={"session_id": s.session_id})
-            return self._finish_without_counter(s, t, now, duration_ms, token, count_agent)
+            return self._finish_without_counter(s, t, now, duration_ms, token, count_agent, **cb)
         if hand_off is not None:  # the next run moved meanwhile, or the scheduler is paused
-            return self.finish(s, t, now, duration_ms, None, count_agent, False, skip_keys=skip_keys)
+            return self.finish(s, t, now, duration_ms, None, count_agent, False, skip_keys=skip_keys,
+                               tx_nonce=tx_nonce, **cb)
         return FinishResult(False)
 
-    def _finish_without_counter(self, s, t, now, duration_ms, token, count_agent) -> FinishResult:
-        tx = self._finish_tx(s, t, now, duration_ms, token, None, count_agent, False, counter=False)
+    def _finish_without_counter(self, s, t, now, duration_ms, token, count_agent, **cb) -> FinishResult:
+        tx = self._finish_tx(s, t, now, duration_ms, token, None, count_agent, False, counter=False, **cb)
         _key_changes(tx, s, None, None, None, frozenset())
         res = tx.commit("finish run")
         return FinishResult(res.ok, None, t)
 
     def _finish_tx(self, s: Session, t: Transition, now: float, duration_ms: int | None, token: str,
                    hand_off, count_agent: bool, release_if_idle: bool, counter: bool = True,
-                   keep: Admit | None = None) -> Tx:
+                   keep: Admit | None = None, ended_by: str | None = None, end_hash: str | None = None,
+                   usage: dict | None = None, expect_lease: float | None = None) -> Tx:
         m = SessionModel
         tx = Tx(token)
         actions = [m.status.set(t.next.status.value), m.tx.set(token), m.slot.remove(), m.run_lease_until.remove(),
                    m.claim.remove(), m.holds.remove()]
+        if ended_by is not None:  # the attempt's end, as its late callbacks are told
+            actions += [m.end_attempt.set(s.attempt), m.ended_by.set(ended_by),
+                        m.end_hash.set(end_hash) if end_hash else m.end_hash.remove()]
+        if usage is not None:
+            actions.append(m.usage.set(usage))
+        if t.next is Next.CANCELLED:
+            actions.append(m.cancel_requested.set(True))
         actions.append(m.error.set(t.error) if t.error else m.error.remove())
         actions.append(m.output.set(t.output) if t.output is not None else m.output.remove())
         if duration_ms is not None:
@@ -313,6 +344,8 @@ class RunStore:
         cond = cond & ((m.claim == s.claim) if s.claim else m.claim.does_not_exist())
         if t.next is Next.RETRY:
             cond = cond & m.cancel_requested.does_not_exist()
+        if expect_lease is not None:
+            cond = cond & (m.run_lease_until == expect_lease)
         tx.update("session", m(s.agent_id, s.session_id), actions, cond)
         c = ControlModel
         if keep is not None:
@@ -449,11 +482,59 @@ class RunStore:
             with aws_call("request cancel"):
                 m(s.agent_id, s.session_id).update(
                     actions=[m.cancel_requested.set(True)],
-                    condition=(m.status == SessionStatus.RUNNING.value) & (m.attempt == s.attempt),
+                    condition=(m.status == SessionStatus.RUNNING.value) & (m.attempt == s.attempt)
+                    & m.is_async.does_not_exist(),
                 )
             return True
         except ConditionFailed:
             return False
+
+    # --- async attempts and their callbacks -------------------------------------------------
+    def accept(self, s: Session, lease_until: float, heartbeat_seconds: int | None) -> Session | None:
+        """The agent took attempt ``s.attempt`` asynchronously: the run stays RUNNING, marked
+        async, its lease now the heartbeat/deadline lease. One conditional UpdateItem that
+        returns the run; None when the attempt no longer owns it (a callback or a cancel ended
+        it first). Repeating it is harmless (same values, same condition)."""
+        m = SessionModel
+        item = m(s.agent_id, s.session_id)
+        actions = [m.is_async.set(True), m.run_lease_until.set(lease_until)]
+        actions.append(m.heartbeat_seconds.set(heartbeat_seconds) if heartbeat_seconds else m.heartbeat_seconds.remove())
+        try:
+            with aws_call("accept async run"):
+                item.update(actions=actions, condition=_owned(s))
+            return session_from_item(item)
+        except ConditionFailed:
+            return None
+
+    def touch(self, s: Session, now: float, *, lease_until: float | None = None, progress: dict | None = None,
+              progress_event: bool = False, heartbeat: bool = False, details=None,
+              set_details: bool = False) -> Session | None:
+        """A progress or heartbeat callback of the live attempt ``s.attempt``: one conditional
+        UpdateItem (the attempt still owns the run, is still as sync or async as ``s`` says, and
+        the token is still this attempt's). ``lease_until`` resets an async attempt's lease.
+        Returns the run as written, or None when it moved meanwhile (read it again)."""
+        m = SessionModel
+        item = m(s.agent_id, s.session_id)
+        actions = []
+        if lease_until is not None:
+            actions.append(m.run_lease_until.set(lease_until))
+        if progress is not None:
+            actions.append(m.progress.set(progress))
+        if progress_event:
+            actions.append(m.progress_event_at.set(now))
+        if heartbeat:
+            actions.append(m.last_heartbeat_at.set(now))
+        if set_details:
+            actions.append(m.last_heartbeat_details.set(details) if details is not None
+                           else m.last_heartbeat_details.remove())
+        cond = _owned(s) & (m.callback_hash == s.callback_hash)
+        cond = cond & ((m.is_async == True) if s.is_async else m.is_async.does_not_exist())  # noqa: E712
+        try:
+            with aws_call("record callback"):
+                item.update(actions=actions, condition=cond)
+            return session_from_item(item)
+        except ConditionFailed:
+            return None
 
     def wait_again(self, s: Session, next_attempt_at: float, now: float) -> bool:
         """An ADMITTED or RUNNING-claimed run that must wait (overlap): back to the pending set,
@@ -505,6 +586,12 @@ def _key_changes(tx: Tx, s: Session, hand_off, key_limits, key_expiry, skip: fro
     for k in take:
         lim, exp = own.get(k) or ((key_limits or {})[k], (key_expiry or {}).get(k))
         _take_key(tx, k, 1, lim, exp)
+
+
+def _owned(s: Session):
+    """The condition that attempt ``s.attempt`` still owns the run (its claim token)."""
+    m = SessionModel
+    return (m.status == SessionStatus.RUNNING.value) & (m.attempt == s.attempt) & (m.claim == s.claim)
 
 
 def _touches(action, names: tuple[str, ...]) -> bool:

@@ -81,6 +81,7 @@ class AgentTenantModel(Model):
     throttle = JSONAttribute(null=True)  # {limit, periodSeconds}
     pools: ListAttribute[str] = ListAttribute(of=UnicodeAttribute, null=True)
     signing_keys = JSONAttribute(null=True)  # webhook agents: ciphertexts of the signing secrets, never plain
+    heartbeat_seconds = NumberAttribute(null=True)  # async attempts: longest silence before a TIMEOUT
 
 
 class PendingIndex(GlobalSecondaryIndex):
@@ -154,6 +155,19 @@ class SessionModel(Model):
     holds: ListAttribute[str] = ListAttribute(of=UnicodeAttribute, null=True)  # keyed counters held with the slot
     waiting_reason = UnicodeAttribute(null=True)  # a keyed limit that held it back at the last admission
     waiting_for = UnicodeAttribute(null=True)
+    # callbacks and async attempts (see domain/callbacks.py)
+    callback_hash = UnicodeAttribute(null=True)
+    prev_callback_hash = UnicodeAttribute(null=True)
+    end_attempt = NumberAttribute(null=True)
+    ended_by = UnicodeAttribute(null=True)
+    end_hash = UnicodeAttribute(null=True)
+    is_async = BooleanAttribute(null=True)
+    heartbeat_seconds = NumberAttribute(null=True)
+    last_heartbeat_at = NumberAttribute(null=True)
+    last_heartbeat_details = JSONAttribute(null=True)
+    progress = JSONAttribute(null=True)
+    progress_event_at = NumberAttribute(null=True)
+    usage = JSONAttribute(null=True)
 
 
 class ControlModel(Model):

@@ -172,6 +172,35 @@ TICKET = {"type": "object", "properties": {
     "ticket": {"type": "string"}, "expiresAt": {"type": "string", "format": "date-time"},
     "expiresInSeconds": {"type": "integer"}, "url": {"type": "string"}}}
 HEALTH = {"type": "object", "properties": {"status": {"type": "string"}}}
+CALLBACK_ANSWER = {"type": "object", "properties": {
+    "status": {"type": "string", "description": "the run's status"},
+    "cancelRequested": {"type": "boolean", "description": "the run was cancelled: stop working on it"}}}
+
+
+def _callback_schemas() -> dict[str, dict]:
+    names = {"progress": "CallbackProgress", "heartbeat": "CallbackHeartbeat",
+             "complete": "CallbackComplete", "fail": "CallbackFail"}
+    return {names[a]: body for a, body in S.CALLBACK_BODIES.items()}
+
+
+def _callback_paths() -> dict:
+    """The agents' callbacks: the attempt's callback token as the bearer, no tenant JWT."""
+    params = [SESSION_ID, {"name": "attempt", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}]
+    ops = {"progress": ("reportProgress", "Report progress (an agent:progress event)", "CallbackProgress"),
+           "heartbeat": ("sendHeartbeat", "Heartbeat, with details for the next attempt", "CallbackHeartbeat"),
+           "complete": ("completeRun", "End the attempt: success", "CallbackComplete"),
+           "fail": ("failRun", "End the attempt: failure (retried by policy)", "CallbackFail")}
+    out = {}
+    for action, (op_id, summary, body) in ops.items():
+        op = _op(op_id, "sessions", summary, _resp("200", "recorded (or the repeat of the call that ended the attempt)",
+                                                     ref("CallbackAnswer")),
+                 params=params, body=ref(body), body_required=action == "progress", errors=("400", "404", "409"))
+        op["responses"].update(_resp("413", "body over 1 MB", ERR))
+        op["responses"]["409"] = {"description": "the attempt has ended: RUN_FINISHED with status and endedBy",
+                                  **_json(ERR)}
+        op["security"] = [{"callbackToken": []}]
+        out[f"/api/callbacks/{{session_id}}/{{attempt}}/{action}"] = {"post": op}
+    return out
 
 # Every named schema, in the order the document lists them.
 SCHEMAS: dict[str, dict] = {
@@ -189,6 +218,7 @@ SCHEMAS: dict[str, dict] = {
     "BulkRequest": S.BULK, "RedriveRequest": S.REDRIVE,
     "Pool": S.POOL_OUT, "PoolPage": _page("Pool"), "PoolRequest": S.POOL_PUT, "Throttle": S.THROTTLE,
     "SigningSecret": S.SIGNING_SECRET_OUT, "SigningSecretRequest": S.SIGNING_SECRET_ROTATE,
+    "CallbackAnswer": CALLBACK_ANSWER, **_callback_schemas(),
 }
 POOL_NAME_PARAM = {"name": "name", "in": "path", "required": True,
                    "schema": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9._-]+$"}}
@@ -297,6 +327,7 @@ def openapi_document() -> dict:
             "delete": _op("deletePool", "pools", "Delete a pool (409 while an agent names it)", _resp("204", "deleted"),
                           params=[POOL_NAME_PARAM], errors=("400", "401", "404", "409")),
         },
+        **_callback_paths(),
         "/dashboard": {"get": {"operationId": "getDashboard", "tags": ["meta"], "summary": "The dashboard (HTML)", "security": [],
                                "responses": {"200": {"description": "the page", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
     }
@@ -311,7 +342,9 @@ def openapi_document() -> dict:
         "paths": paths,
         "components": {
             "schemas": {name: _referenced(_clean(schema), skip=name) for name, schema in SCHEMAS.items()},
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                                "callbackToken": {"type": "http", "scheme": "bearer",
+                                                  "description": "the attempt's callback token (callback.token)"}},
         },
         "security": [{"bearer": []}],
     }

@@ -18,6 +18,8 @@ AGENT_FIELDS = {
     "timeoutSeconds": {"type": "integer", "minimum": 1, "maximum": 86400,
                        "description": "at most 900, or 86400 for webhook and lambda agents"},
     "maxRetries": {"type": "integer", "minimum": 0, "maximum": 10},
+    "heartbeatSeconds": {"type": ["integer", "null"], "minimum": 10, "maximum": 3600,
+                         "description": "an async attempt with no callback this long ends TIMEOUT; null: none"},
     "labels": {
         "type": ["object", "null"], "maxProperties": 32,
         "propertyNames": {"type": "string", "minLength": 1, "maxLength": 63, "pattern": "^[A-Za-z0-9._/-]+$"},
@@ -267,5 +269,62 @@ SESSION_OUT: dict[str, Any] = {
             "SCHEDULER_PAUSED", "CAPACITY", "TENANT_LIMIT", "AGENT_CONCURRENCY", "THROTTLED", "POOL_LIMIT",
             "RATE_LIMITED", "BACKOFF", None], "description": "why a QUEUED or RETRYING run has not started"},
         "waitingFor": {"type": ["string", "null"], "description": "the pool it waits for (POOL_LIMIT, RATE_LIMITED)"},
+        "async": {"type": "boolean", "description": "the agent accepted the attempt (202) and reports by callback"},
+        "lastHeartbeatAt": {"type": ["string", "null"], "format": "date-time"},
+        "progress": {"type": ["object", "null"], "description": "the latest progress an agent reported by callback",
+                     "properties": {"percent": {"type": "number"}, "message": {"type": "string"},
+                                    "at": {"type": "string", "format": "date-time"}}},
+        "usage": {"type": ["object", "null"], "description": "what the agent reported it used"},
+    },
+}
+
+
+CALLBACK_USAGE = {
+    "type": "object",
+    "properties": {
+        "inputTokens": {"type": "integer", "minimum": 0, "maximum": 10**12},
+        "outputTokens": {"type": "integer", "minimum": 0, "maximum": 10**12},
+        "costUsd": {"type": "number", "minimum": 0, "maximum": 10**9},
+    },
+    "additionalProperties": False,
+}
+
+# The bodies of the agents' callbacks (POST /api/callbacks/{sessionId}/{attempt}/{action}).
+CALLBACK_BODIES: dict[str, dict] = {
+    "progress": {
+        "type": "object",
+        "properties": {
+            "progress": {"type": "number", "minimum": 0, "maximum": 100},
+            "message": {"type": ["string", "null"], "maxLength": 2000},
+        },
+        "required": ["progress"],
+        "additionalProperties": False,
+    },
+    "heartbeat": {
+        "type": "object",
+        "properties": {
+            "details": {"x-maxBytes": 32 * 1024,
+                        "description": "any JSON up to 32 KB, handed to the next attempt as lastHeartbeatDetails"},
+        },
+        "additionalProperties": False,
+    },
+    "complete": {
+        "type": "object",
+        "properties": {
+            "output": {"description": "any JSON: the run's output (bounded as outputs are)"},
+            "usage": {**CALLBACK_USAGE, "type": ["object", "null"]},
+        },
+        "additionalProperties": False,
+    },
+    "fail": {
+        "type": "object",
+        "properties": {
+            "message": {"type": "string", "minLength": 1, "maxLength": 2000},
+            "category": {"type": "string", "enum": ["TRANSIENT", "PERMANENT", "RATE_LIMITED", "AGENT_ERROR"]},
+            "nonRetryable": {"type": "boolean"},
+            "retryAfterSeconds": {"type": "number", "minimum": 0, "maximum": 86400},
+        },
+        "required": ["message"],
+        "additionalProperties": False,
     },
 }

@@ -58,6 +58,7 @@ def agent_json(agent: Agent, schedule: dict | None) -> dict:
         "labels": dict(agent.labels),
         "timeoutSeconds": agent.timeout_seconds,
         "maxRetries": agent.max_retries,
+        "heartbeatSeconds": agent.heartbeat_seconds,
         "createdAt": iso(agent.created_at),
         "updatedAt": iso(agent.updated_at),
         "schedule": schedule,
@@ -97,4 +98,15 @@ def session_json(s: Session, *, now: float | None = None, paused: bool = False) 
         "waitingForSlot": s.stage == "PENDING",
         "waitingReason": reason,
         "waitingFor": waiting_for,
+        "async": s.is_async,
+        "lastHeartbeatAt": iso(s.last_heartbeat_at),
+        "progress": _progress_json(s.progress),
+        "usage": s.usage,
     }
+
+
+def _progress_json(p: dict | None) -> dict | None:
+    """The latest progress an agent reported by callback: ``{percent, message, at}``."""
+    if not p:
+        return None
+    return {"percent": p.get("percent"), "message": p.get("message") or "", "at": iso(p.get("at"))}

@@ -32,6 +32,7 @@ class Agent:
     throttle: dict[str, int] | None = None  # {limit, periodSeconds}
     pools: tuple[str, ...] = ()
     signing_keys: dict[str, Any] | None = None  # webhook agents: encrypted signing secrets (agents/signing.py)
+    heartbeat_seconds: int | None = None  # an async attempt with no callback this long times out
 
     def with_(self, **changes: Any) -> "Agent":
         return replace(self, **changes)
@@ -76,6 +77,21 @@ class Session:
     holds: tuple[str, ...] = ()  # the keyed concurrency counters it holds with its slot (given back with it)
     waiting_reason: str | None = None  # what a keyed limit held it back for, as admission last saw it
     waiting_for: str | None = None  # the pool, for a pool's limit
+    # Callbacks: the SHA-256 of the current attempt's callback token (and of the previous
+    # attempt's), and how the attempt ``end_attempt`` ended (``ended_by``; ``end_hash``: the
+    # complete/fail call that ended it, so its repeat is recognised).
+    callback_hash: str | None = None
+    prev_callback_hash: str | None = None
+    end_attempt: int | None = None
+    ended_by: str | None = None
+    end_hash: str | None = None
+    is_async: bool = False  # the current attempt was accepted (202): it ends by callback or timeout
+    heartbeat_seconds: int | None = None  # of the async attempt (the agent's, when it was accepted)
+    last_heartbeat_at: float | None = None
+    last_heartbeat_details: Any = None  # handed to the next attempt as lastHeartbeatDetails
+    progress: dict[str, Any] | None = None  # the latest {percent, message, at} an agent reported
+    progress_event_at: float | None = None  # when the last agent:progress event of a callback went out
+    usage: dict[str, Any] | None = None  # what the agent reported it used
 
     def with_(self, **changes: Any) -> "Session":
         return replace(self, **changes)

@@ -135,6 +135,7 @@ class AgentService:
             max_retries=body.get("maxRetries", self.s.max_retries),
             created_at=now,
             updated_at=now,
+            heartbeat_seconds=body.get("heartbeatSeconds"),
         )
         agent = self._with_limits(tenant_id, agent, body)
         secret = None
@@ -236,6 +237,7 @@ class AgentService:
                 labels=check_labels(body["labels"]) if "labels" in body else agent.labels,
                 timeout_seconds=body.get("timeoutSeconds", agent.timeout_seconds),
                 max_retries=body.get("maxRetries", agent.max_retries),
+                heartbeat_seconds=body.get("heartbeatSeconds") if "heartbeatSeconds" in body else agent.heartbeat_seconds,
                 updated_at=self.now(),
             )
             updated = self._with_limits(tenant_id, updated, body)

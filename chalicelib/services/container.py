@@ -50,6 +50,39 @@ class Container:
 
         return AgentPolicy.from_settings(self.settings)
 
+    @functools.cached_property
+    def agent_signer(self):
+        """``sign(agent, msg_id, body) -> headers``: Standard Webhooks headers signed with the
+        agent's active secrets (decrypted: the worker's right only). None without a signing key:
+        an async agent's cancel notice is then not sent (logged and counted)."""
+        if not self.settings.signing_key_id:
+            return None
+        from chalicelib.agents.signing import active_ciphertexts, signature_headers
+
+        keys, clock = self.signing_keys, self.clock
+
+        def sign(agent, msg_id: str, body: bytes) -> dict[str, str]:
+            now = clock.now()
+            secrets = [keys.decrypt(ct, agent.tenant_id, agent.agent_id)
+                       for ct in active_ciphertexts(agent.signing_keys, now.timestamp())]
+            return signature_headers(msg_id, body, secrets, now)
+
+        return sign
+
+    @functools.cached_property
+    def cancel_notifier(self):
+        """Tells async agents their run was cancelled (best effort, signed by ``agent_signer``)."""
+        from chalicelib.agents.net import GuardedHttp
+        from chalicelib.services.async_runs import CancelNotifier
+
+        return CancelNotifier(GuardedHttp(self.agent_policy.net), lambda: self.agent_signer)
+
+    @functools.cached_property
+    def callbacks(self):
+        from chalicelib.services.callbacks import CallbackService
+
+        return CallbackService(self)
+
     def kind_deps(self, kind: str):
         """What an agent kind gets to run: the policy, for ``lambda`` an invoker, for
         ``webhook`` the signing secrets' store and the synchronous wait."""

@@ -386,10 +386,16 @@ class Dispatcher:
                         self.send_one(s.with_(run_lease_until=lease), lease)
                         if report:
                             report.resent += 1
+                elif s.status is SessionStatus.RUNNING and s.is_async:
+                    # An async attempt with no news by its deadline or heartbeat: TIMEOUT, retried by policy.
+                    from chalicelib.services.async_runs import expire_async
+
+                    if expire_async(self.c, s, now, self._backoff()) and report:
+                        report.counters["async_expired"] += 1
                 elif s.status is SessionStatus.RUNNING:
                     t = after_abandoned(attempt=s.attempt, max_attempts=s.max_attempts,
                                         cancel_requested=s.cancel_requested, now=now, backoff=self._backoff())
-                    end_attempt(self.c, s, t, now, duration_ms=None)
+                    end_attempt(self.c, s, t, now, duration_ms=None, ended_by="SUPERSEDED")
                     if report:
                         report.recovered += 1
         return n
@@ -498,6 +504,13 @@ class Dispatcher:
         """Cancel a run that has not finished. Returns the session as it now stands, or
         None when it moved meanwhile (look again)."""
         now = self.c.clock.now().timestamp()
+        if s.status is SessionStatus.RUNNING and s.is_async:
+            # Nobody waits for an async run: it ends now, its slots freed, and the agent is told.
+            from chalicelib.services.async_runs import cancel_async
+
+            if not cancel_async(self.c, s, now):
+                return None
+            return self.c.runs.get(s.agent_id, s.session_id) or s.with_(status=SessionStatus.CANCELLED)
         if s.status is SessionStatus.RUNNING:
             if self.c.runs.request_cancel(s):
                 return s.with_(cancel_requested=True)

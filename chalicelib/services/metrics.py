@@ -52,3 +52,14 @@ def counter_repaired() -> None:
     """The reconciler set a slot counter to its holders: alarmed on (should never happen)."""
     with _lock:
         metrics.add_metric(name="CounterRepairs", unit=MetricUnit.Count, value=1)
+
+
+def cancel_notice_failed() -> None:
+    """An async agent's ``agent.cancel`` notice could not be delivered (best effort)."""
+    with _lock:
+        metrics.add_metric(name="CancelNoticesFailed", unit=MetricUnit.Count, value=1)
+
+
+def callback_received(action: str) -> None:
+    with _lock:
+        metrics.add_metric(name="Callbacks", unit=MetricUnit.Count, value=1)

@@ -22,12 +22,14 @@ from dataclasses import dataclass
 
 from chalicelib.agents.executor import Outcome, execute
 from chalicelib.agents.registry import get_kind
+from chalicelib.domain import callbacks
 from chalicelib.domain import events as ev
 from chalicelib.domain.admission import Admit, send_delay
 from chalicelib.domain.model import ErrorCategory, OverlapPolicy, SessionStatus
 from chalicelib.domain.records import STAGE_ADMITTED, STAGE_PENDING, Session
 from chalicelib.domain.runflow import Backoff, Next, Transition, after_abandoned, after_attempt
 from chalicelib.errors import SchedulerError, ValidationError, WaitingHint
+from chalicelib.services.async_runs import CANCEL_NOTICE, send_cancel_notice
 
 log = logging.getLogger("agent_scheduler.worker")
 
@@ -124,15 +126,24 @@ class RunContext:
             self.w.c.clock.sleep(min(0.2, left, max(self.remaining_seconds(), 0.001)))
 
 
+def callback_url(settings, session_id: str, attempt: int) -> str:
+    """Where the agent reports on this attempt (``<action>`` is appended)."""
+    return f"{settings.callback_base}/callbacks/{session_id}/{attempt}"
+
+
 def _backoff(settings, rand) -> Backoff:
     return Backoff(settings.backoff_base_seconds, settings.backoff_max_seconds, rand)
 
 
 def end_attempt(c, s: Session, t: Transition, now: float, duration_ms: int | None, *,
-                waiting: bool = False, counters: dict | None = None) -> bool:
+                waiting: bool = False, counters: dict | None = None, ended_by: str | None = None,
+                end_hash: str | None = None, usage: dict | None = None, tx_nonce: str = "",
+                expect_lease: float | None = None) -> bool:
     """Execute the end of an attempt of a RUNNING run: the transition in one write (the slot
     released, or handed to the first waiting run), then the DLQ copy, events and metrics.
-    Returns False when the attempt no longer owned the run."""
+    Returns False when the attempt no longer owned the run (another end came first: a
+    callback, the deadline, a cancel). ``ended_by``/``end_hash``/``usage``: see RunStore.finish."""
+    cb = dict(ended_by=ended_by, end_hash=end_hash, usage=usage, tx_nonce=tx_nonce, expect_lease=expect_lease)
     from chalicelib.services import metrics
 
     keep = _keep_for_retry(c, s, t, now)
@@ -145,15 +156,15 @@ def end_attempt(c, s: Session, t: Transition, now: float, duration_ms: int | Non
         keep = None
     try:
         res = c.runs.finish(s, t, now, duration_ms, hand_off=hand, keep=keep,
-                            release_if_idle=hand is None and keep is None and bool(s.slot))
+                            release_if_idle=hand is None and keep is None and bool(s.slot), **cb)
     except WaitingHint:
         hand = _next_waiting(c, s, now)
         if keep is not None and (hand is None or _order(keep.candidate) < _order(hand[1].candidate)):
-            res = c.runs.finish(s, t, now, duration_ms, keep=None, hand_off=None)
+            res = c.runs.finish(s, t, now, duration_ms, keep=None, hand_off=None, **cb)
             keep = None
         else:
             keep = None
-            res = c.runs.finish(s, t, now, duration_ms, hand_off=hand)
+            res = c.runs.finish(s, t, now, duration_ms, hand_off=hand, **cb)
         if hand is None and not _any_waiting(c, now):
             c.runs.set_waiting([s.slot], False)  # nothing could start: the hint was stale
     if not res.ok:
@@ -290,6 +301,10 @@ class Worker:
         """Process one delivery; returns what happened. Raises only to get a redelivery."""
         from chalicelib import observability
 
+        if body.get("k") == CANCEL_NOTICE:  # a cancelled async run: tell its agent, signed
+            outcome = send_cancel_notice(self.c, body)
+            self._count(outcome)
+            return outcome
         d = Delivery.parse(body)
         with observability.bind_run(tenant_id=d.tenant_id, agent_id=d.agent_id, session_id=d.session_id,
                                     attempt=d.attempt, fire_time=d.eligible_at):
@@ -312,7 +327,9 @@ class Worker:
             budget = max(1.0, min(budget, remaining_ms / 1000.0 - SAFETY_MARGIN_SECONDS))
         token = uuid.uuid4().hex
         lease = now + budget + self.s.lease_margin_seconds
-        res = self.c.runs.claim(d.agent_id, d.session_id, d.attempt, token, now, lease)
+        cb_token = callbacks.new_token(d.agent_id)  # this attempt's callback token; only its hash is stored
+        res = self.c.runs.claim(d.agent_id, d.session_id, d.attempt, token, now, lease,
+                                callback_hash=callbacks.token_hash(cb_token))
         if not res.ok:
             return self._not_claimed(d, res.session, now)
         s = res.session
@@ -338,7 +355,11 @@ class Worker:
             self._count("dead")
             return "dead"
 
-        ctx = RunContext(self, s, s.attempt, deadline=now + budget, agent=agent)
+        ctx = RunContext(self, s, s.attempt, deadline=now + budget, agent=agent, callback={
+            "url": callback_url(self.s, s.session_id, s.attempt),
+            "token": cb_token,
+            "heartbeatSeconds": agent.heartbeat_seconds,
+        })
         try:
             kind = get_kind(agent.kind)
             deps = self.c.kind_deps(agent.kind)
@@ -349,17 +370,38 @@ class Worker:
         if not outcome.ok and outcome.category is ErrorCategory.CANCELLED and not ctx.cancel_requested:
             outcome = Outcome(ok=False, category=ErrorCategory.TIMEOUT, message=f"timed out after {budget:g} s")
         end = self.c.clock.now().timestamp()
+        if outcome.accepted:
+            return self._accepted(s, agent, ctx, end)
         duration_ms = int(round((end - now) * 1000))
         t = after_attempt(
             ok=outcome.ok, category=outcome.category, message=outcome.message, output=outcome.output,
             retry_after=outcome.retry_after, attempt=s.attempt, max_attempts=s.max_attempts,
             cancel_requested=ctx.cancel_requested, now=end, backoff=_backoff(self.s, self.rand),
         )
-        if not end_attempt(self.c, s, t, end, duration_ms, waiting=d.waiting, counters=self.counters):
+        if not end_attempt(self.c, s, t, end, duration_ms, waiting=d.waiting, counters=self.counters,
+                           usage=outcome.usage):
             return "superseded"
         name = {Next.SUCCEEDED: "succeeded", Next.RETRY: "retrying", Next.DEAD: "dead", Next.CANCELLED: "cancelled"}[t.next]
         self._count(name)
         return "succeeded" if outcome.ok else (outcome.category.value if outcome.category else "failed")
+
+    def _accepted(self, s: Session, agent, ctx: RunContext, now: float) -> str:
+        """The agent took the run asynchronously (it answered 202): the run stays RUNNING,
+        holding its slots, under the heartbeat/deadline lease; nobody waits for it."""
+        from chalicelib.services.async_runs import cancel_async
+
+        deadline = callbacks.deadline_of(s.started_at if s.started_at is not None else now, s.timeout_seconds)
+        lease = callbacks.async_lease(now, deadline, agent.heartbeat_seconds)
+        stored = self.c.runs.accept(s, lease, agent.heartbeat_seconds)
+        if stored is None:  # a callback (or the sweep) ended the attempt before its 202 was recorded
+            self._count("superseded")
+            return "superseded"
+        if stored.cancel_requested or ctx.cancel_requested:  # cancelled while its request was open
+            cancel_async(self.c, stored, now, agent=agent)
+            self._count("cancelled")
+            return "cancelled"
+        self._count("accepted")
+        return "accepted"
 
     def _not_claimed(self, d: Delivery, s: Session | None, now: float) -> str:
         """Why the claim failed, and what to do about it."""
@@ -373,10 +415,16 @@ class Worker:
             if (s.run_lease_until or 0) > now:
                 self._count("duplicate")  # another live attempt owns it
                 return "duplicate"
+            if s.is_async:  # an async attempt out of time: TIMEOUT (deadline or heartbeat)
+                from chalicelib.services.async_runs import expire_async
+
+                expire_async(self.c, s, now, _backoff(self.s, self.rand))
+                self._count("expired")
+                return "expired"
             # The worker that ran it stopped: end that attempt; the run goes back through admission.
             t = after_abandoned(attempt=s.attempt, max_attempts=s.max_attempts,
                                 cancel_requested=s.cancel_requested, now=now, backoff=_backoff(self.s, self.rand))
-            end_attempt(self.c, s, t, now, None, counters=self.counters)
+            end_attempt(self.c, s, t, now, None, counters=self.counters, ended_by="SUPERSEDED")
             self._count("abandoned")
             return "abandoned"
         if s.stage == STAGE_ADMITTED and s.cancel_requested:

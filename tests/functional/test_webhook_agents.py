@@ -87,8 +87,12 @@ def test_a_webhook_agent_gets_the_signed_envelope_and_its_answer_is_the_output(a
         "type": "agent.run", "sessionId": sid, "attempt": 1, "retriesLeft": 2, "trigger": "MANUAL",
         "priority": "NORMAL", "scheduledFor": envelope["scheduledFor"], "timeoutSeconds": 300,
         "deadline": envelope["deadline"], "redrivenFrom": None, "lastHeartbeatDetails": None,
-        "agent": {"id": aid, "name": "researcher"}, "input": {"topic": "tides"}, "callback": None,
+        "agent": {"id": aid, "name": "researcher"}, "input": {"topic": "tides"}, "callback": envelope["callback"],
     }
+    # this attempt's callback: the public API base, a token good for this attempt only
+    callback = envelope["callback"]
+    assert callback["url"] == f"http://127.0.0.1:8000/api/callbacks/{sid}/1" and callback["heartbeatSeconds"] is None
+    assert callback["token"].startswith(aid + ".") and len(callback["token"]) > len(aid) + 40
     s = session(api, aid, sid)
     assert s["status"] == "SUCCEEDED" and s["output"] == {"summary": "done"}
     assert envelope["deadline"] == "2026-03-02T12:04:30+00:00"  # start (the fixed clock) + 300 s

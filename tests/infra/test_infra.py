@@ -406,6 +406,8 @@ def test_every_function_gets_every_variable_the_app_reads_in_aws(resources, stag
         assert env[app_settings.MAX_CONCURRENT_AGENTS] == stage.environment[app_settings.MAX_CONCURRENT_AGENTS]
         # What the function would see at start-up (intrinsics resolved to placeholders) is valid.
         plain = {k: v if isinstance(v, str) else f"resolved-{k}" for k, v in env.items()}
+        if not isinstance(env.get(app_settings.PUBLIC_URL, ""), str):  # a URL, checked as one
+            plain[app_settings.PUBLIC_URL] = "https://resolved.execute-api.example/api"
         s = Settings.from_env(plain)
         assert s.environment == "aws"
         for field in ("agents_table", "sessions_table", "control_table", "connections_table", "work_queue_url",
@@ -418,6 +420,13 @@ def test_ws_endpoint_is_this_stacks_websocket_api(resources, stage):
     assert sub == "https://${WebsocketAPI}.execute-api.${AWS::Region}.${AWS::URLSuffix}/" + stage.api_gateway_stage
     assert resources["WebsocketAPI"]["Type"] == "AWS::ApiGatewayV2::Api"
     assert props(resources, "WebsocketAPIStage")["StageName"] == stage.api_gateway_stage
+
+
+def test_the_worker_hands_agents_this_stacks_rest_api_as_their_callback_base(resources, stage):
+    sub = env_of(resources, FUNCTIONS["worker"])[app_settings.PUBLIC_URL]["Fn::Sub"]
+    assert sub == "https://${RestAPI}.execute-api.${AWS::Region}.${AWS::URLSuffix}/" + stage.api_gateway_stage
+    # Only the worker: the REST API's definition names the API function (its environment naming the API: a cycle).
+    assert app_settings.PUBLIC_URL not in env_of(resources, FUNCTIONS["api_handler"])
 
 
 def test_rest_and_websocket_apis_are_throttled(resources, stage):
@@ -514,7 +523,8 @@ def test_sensitive_grants_go_only_where_they_are_used(resources):
         return {fn for fn, g in grants.items() if any(a == action and (resource in (None, r)) for a, r in g)}
 
     assert holders("secretsmanager:GetSecretValue") == {"api_handler", "websocket_connect"}  # not tick, worker
-    assert holders("sns:Publish") == {"worker", "tick"}  # the tick ends abandoned attempts too (a dead run alerts)
+    # the tick ends abandoned attempts too, and the REST API agents' callbacks (a dead run alerts)
+    assert holders("sns:Publish") == {"worker", "tick", "api_handler"}
     assert holders("lambda:InvokeFunction") == {"worker"}
     assert holders("kms:Decrypt") == {"worker"}  # signing secrets are read only where deliveries are signed
     assert holders("kms:Encrypt") == {"api_handler"}
