@@ -13,6 +13,7 @@ from typing import Iterable, Iterator, Sequence
 
 from chalicelib.adapters.errors import aws_call, translate
 from chalicelib.adapters.tables import AgentTenantModel, ConnectionModel, ControlModel, SessionModel
+from chalicelib.domain.budget import Budget
 from chalicelib.domain.ids import pending_rank, pending_shard
 from chalicelib.domain.model import Priority, SessionStatus, Trigger
 from chalicelib.domain.records import STAGE_PENDING, Agent, Session
@@ -78,6 +79,8 @@ def agent_from_item(m: AgentTenantModel) -> Agent:
         consecutive_failures=int(m.consecutive_failures or 0),
         alerted=bool(m.alerted),
         schedule_version=int(m.schedule_version or 0),
+        budget=Budget.from_json(m.budget),
+        pause_after_failures=None if m.pause_after_failures is None else int(m.pause_after_failures),
     )
 
 
@@ -100,6 +103,8 @@ def agent_to_item(a: Agent, *, due_shard: str | None, due_at: float | None) -> A
         active_runs=a.active_runs,
         consecutive_failures=a.consecutive_failures,
         alerted=a.alerted,
+        budget=a.budget.to_json() if a.budget else None,
+        pause_after_failures=a.pause_after_failures,
     )
 
 
@@ -136,6 +141,8 @@ def session_from_item(m: SessionModel) -> Session:
         cancel_requested=bool(m.cancel_requested),
         failed_at=_f(m.failed_at),
         in_dlq=m.dlq_tenant is not None,
+        rate_limited_waits=int(m.rate_limited_waits or 0),
+        usage=m.usage,
     )
 
 
@@ -181,6 +188,8 @@ def session_to_item(s: Session, *, shards: int, expires_at: float | None) -> Ses
         dlq_tenant=s.tenant_id if s.in_dlq else None,
         failed_at=s.failed_at,
         expires_at=_ttl(expires_at),
+        rate_limited_waits=s.rate_limited_waits or None,
+        usage=s.usage,
     )
 
 
@@ -273,6 +282,9 @@ class AgentStore:
             a.max_retries.set(agent.max_retries),
             a.updated_at.set(agent.updated_at),
         ]
+        actions.append(a.budget.set(agent.budget.to_json()) if agent.budget is not None else a.budget.remove())
+        actions.append(a.pause_after_failures.set(agent.pause_after_failures)
+                       if agent.pause_after_failures is not None else a.pause_after_failures.remove())
         actions.append(a.description.set(agent.description) if agent.description is not None else a.description.remove())
         if agent.schedule is None:
             actions += [a.schedule.remove(), a.next_run_at.remove(), a.due_shard.remove(), a.due_at.remove()]
@@ -414,6 +426,18 @@ class SessionStore:
         """The agent's ``n`` newest sessions."""
         with aws_call("list sessions"):
             return [session_from_item(m) for m in SessionModel.query(agent_id, scan_index_forward=False, limit=n)]
+
+    def active(self, agent_id: str, limit: int) -> list[Session]:
+        """The agent's unfinished runs (QUEUED, RETRYING, RUNNING), newest first, at most ``limit``."""
+        cond = SessionModel.status.is_in(*[x.value for x in (SessionStatus.QUEUED, SessionStatus.RETRYING,
+                                                               SessionStatus.RUNNING)])
+        out: list[Session] = []
+        with aws_call("list unfinished sessions"):
+            for m in SessionModel.query(agent_id, filter_condition=cond, scan_index_forward=False):
+                out.append(session_from_item(m))
+                if len(out) >= limit:
+                    break
+        return out
 
     def save(self, s: Session, *, expect_status: Iterable[SessionStatus] | None = None,
              expect_attempt: int | None = None) -> None:

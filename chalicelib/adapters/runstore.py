@@ -18,6 +18,7 @@ from chalicelib.adapters.errors import aws_call, translate
 from chalicelib.adapters.tables import AgentTenantModel, ControlModel, SessionModel
 from chalicelib.adapters.transact import Tx, request_token
 from chalicelib.domain.admission import Admit, SlotShard, slot_limits
+from chalicelib.domain.budget import BudgetCharge, DayUsage
 from chalicelib.domain.ids import pending_rank, pending_shard
 from chalicelib.domain.model import SessionStatus
 from chalicelib.domain.records import STAGE_ADMITTED, STAGE_PENDING, Session
@@ -28,10 +29,15 @@ log = logging.getLogger("agent_scheduler.runstore")
 
 STATE = "STATE"
 SLOTS = "SLOTS#"
+BUDGET = "BUDGET#"
 
 
 def slot_key(shard: str) -> str:
     return SLOTS + shard
+
+
+def budget_key(tenant_id: str, agent_id: str, day: str) -> str:
+    return f"{BUDGET}{tenant_id}#{agent_id}#{day}"
 
 
 @dataclass(frozen=True)
@@ -197,7 +203,8 @@ class RunStore:
     # --- the end of an attempt ------------------------------------------------------------
     def finish(self, s: Session, t: Transition, now: float, duration_ms: int | None,
                hand_off: tuple[Session, Admit] | None = None, count_agent: bool = True,
-               release_if_idle: bool = False, keep: Admit | None = None) -> FinishResult:
+               release_if_idle: bool = False, keep: Admit | None = None,
+               charge: BudgetCharge | None = None) -> FinishResult:
         """One transaction: the session's outcome, its slot released (or handed to
         ``hand_off``, which becomes ADMITTED in its place), the agent's run counts.
 
@@ -205,10 +212,13 @@ class RunStore:
         off); raises ``WaitingHint`` otherwise, so the caller looks for a run to hand off to.
         ``keep``: a retry that keeps its slot (ADMITTED again for its next attempt), only
         while no run is waiting; raises ``WaitingHint`` otherwise.
+        ``charge``: what the attempt adds to its agent's budget day (one more small item,
+        an ADD, in the same transaction).
         """
         token = request_token("finish", s.session_id, s.attempt, s.claim, t.next.value,
                               hand_off[0].session_id if hand_off else "", "keep" if keep else "")
-        tx = self._finish_tx(s, t, now, duration_ms, token, hand_off, count_agent, release_if_idle, keep=keep)
+        tx = self._finish_tx(s, t, now, duration_ms, token, hand_off, count_agent, release_if_idle, keep=keep,
+                             charge=charge)
         res = tx.commit("finish run")
         done = FinishResult(True, hand_off[0] if hand_off else None, t, keep is not None)
         if res.ok:
@@ -225,27 +235,27 @@ class RunStore:
                 cancelled = Transition(Next.CANCELLED, error={"category": "CANCELLED", "message": "cancelled on request"},
                                        output=t.output)
                 return self.finish(s.with_(cancel_requested=True), cancelled, now, duration_ms,
-                                   hand_off, count_agent, release_if_idle)
+                                   hand_off, count_agent, release_if_idle, charge=charge)
             return FinishResult(False)
         if "agent" in res.failed:  # the agent was deleted meanwhile: nothing to count
-            return self.finish(s, t, now, duration_ms, hand_off, False, release_if_idle)
+            return self.finish(s, t, now, duration_ms, hand_off, False, release_if_idle, charge=charge)
         if "counter" in res.failed and release_if_idle:
             raise WaitingHint("runs wait for a slot")
         if "counter" in res.failed:  # the counter was repaired below this slot: nothing to give back
             log.warning("slot counter already released", extra={"session_id": s.session_id})
-            return self._finish_without_counter(s, t, now, duration_ms, token, count_agent)
+            return self._finish_without_counter(s, t, now, duration_ms, token, count_agent, charge)
         if hand_off is not None:  # the next run moved meanwhile, or the scheduler is paused
-            return self.finish(s, t, now, duration_ms, None, count_agent, False)
+            return self.finish(s, t, now, duration_ms, None, count_agent, False, charge=charge)
         return FinishResult(False)
 
-    def _finish_without_counter(self, s, t, now, duration_ms, token, count_agent) -> FinishResult:
-        tx = self._finish_tx(s, t, now, duration_ms, token, None, count_agent, False, counter=False)
+    def _finish_without_counter(self, s, t, now, duration_ms, token, count_agent, charge=None) -> FinishResult:
+        tx = self._finish_tx(s, t, now, duration_ms, token, None, count_agent, False, counter=False, charge=charge)
         res = tx.commit("finish run")
         return FinishResult(res.ok, None, t)
 
     def _finish_tx(self, s: Session, t: Transition, now: float, duration_ms: int | None, token: str,
                    hand_off, count_agent: bool, release_if_idle: bool, counter: bool = True,
-                   keep: Admit | None = None) -> Tx:
+                   keep: Admit | None = None, charge: BudgetCharge | None = None) -> Tx:
         m = SessionModel
         tx = Tx(token)
         actions = [m.status.set(t.next.status.value), m.tx.set(token), m.slot.remove(), m.run_lease_until.remove(),
@@ -254,6 +264,10 @@ class RunStore:
         actions.append(m.output.set(t.output) if t.output is not None else m.output.remove())
         if duration_ms is not None:
             actions.append(m.duration_ms.set(duration_ms))
+        if t.usage is not None:
+            actions.append(m.usage.set(t.usage))
+        if t.rate_limited_wait:
+            actions.append(m.rate_limited_waits.add(1))
         if t.final:
             actions += [m.finished_at.set(now), m.next_attempt_at.remove(), m.stage.remove(),
                         m.expires_at.set(_ttl(now + self.retention))]
@@ -299,7 +313,22 @@ class RunStore:
             elif t.next is Next.DEAD:
                 agent_actions += [a.consecutive_failures.add(1)]
             tx.update("agent", a(s.tenant_id, s.agent_id), agent_actions, a.agent_id.exists())
+        if charge is not None:
+            c = ControlModel
+            tx.update("budget", c(budget_key(s.tenant_id, s.agent_id, charge.day)), [
+                c.runs.add(charge.runs), c.runtime_seconds.add(round(charge.runtime_seconds, 3)),
+                c.cost_usd.add(round(charge.cost_usd, 6)), c.expires_at.set(_ttl(charge.expires_at)),
+            ])
         return tx
+
+    def budget_usage(self, tenant_id: str, agent_id: str, day: str) -> DayUsage:
+        """One agent's counters for one local day (zero when nothing ran that day)."""
+        with aws_call("read budget day"):
+            try:
+                m = ControlModel.get(budget_key(tenant_id, agent_id, day), consistent_read=True)
+            except ControlModel.DoesNotExist:
+                return DayUsage(day)
+        return DayUsage(day, int(m.runs or 0), float(m.runtime_seconds or 0), float(m.cost_usd or 0))
 
     def raise_alert_once(self, tenant_id: str, agent_id: str, threshold: int) -> bool:
         """True exactly once when the agent's consecutive failures reach ``threshold``."""

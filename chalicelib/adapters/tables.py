@@ -19,7 +19,8 @@ Key design
   RUNNING), sorted by ``run_lease_until``: the recovery sweep reads the
   expired ones and the reconciler counts each shard's holders.
 - control: small items: ``STATE`` (paused, last tick) and one slot counter
-  per shard of the global cap (``SLOTS#s000``...), changed by conditional ADD.
+  per shard of the global cap (``SLOTS#s000``...), changed by conditional ADD;
+  one budget day per budgeted agent and local day (``BUDGET#...``, TTL).
 - connections: WebSocket connections; ``tenant-index`` finds a tenant's.
 - events: the per-tenant event stream (``seq``), its head and WebSocket tickets.
 """
@@ -73,6 +74,9 @@ class AgentTenantModel(Model):
     consecutive_failures = NumberAttribute(default=0)
     alerted = BooleanAttribute(default=False)
     plan_token = UnicodeAttribute(null=True)  # the tick transaction that last advanced the schedule
+    # brakes: the daily budget ({maxRunsPerDay?, ..., timezone, onExhausted}) and the auto-pause
+    budget = JSONAttribute(null=True)
+    pause_after_failures = NumberAttribute(null=True)
 
 
 class PendingIndex(GlobalSecondaryIndex):
@@ -143,6 +147,8 @@ class SessionModel(Model):
     failed_at = NumberAttribute(null=True)
     dlq_index = DlqIndex()
     expires_at = TTLAttribute(null=True)
+    rate_limited_waits = NumberAttribute(null=True)  # waits a provider's 429 caused (no retry used)
+    usage = JSONAttribute(null=True)  # {inputTokens?, outputTokens?, costUsd?} as the agent reported
 
 
 class ControlModel(Model):
@@ -156,6 +162,11 @@ class ControlModel(Model):
     used = NumberAttribute(null=True)  # slot counters: slots held in this shard
     waiting = BooleanAttribute(null=True)  # slot counters: runs wait for a slot (a hint for finishing workers)
     audit = ListAttribute(null=True)  # slot counters: [used, holders] the reconciler last saw differ
+    # budget days (``BUDGET#<tenant>#<agent>#<day>``): one agent's counters for one local day
+    runs = NumberAttribute(null=True)
+    runtime_seconds = NumberAttribute(null=True)
+    cost_usd = NumberAttribute(null=True)
+    expires_at = TTLAttribute(null=True)  # budget days only: gone a few days after the day ends
 
 
 class TenantIndex(GlobalSecondaryIndex):

@@ -17,6 +17,20 @@ AGENT_FIELDS = {
     "description": {"type": ["string", "null"], "maxLength": 2000},
     "timeoutSeconds": {"type": "integer", "minimum": 1, "maximum": 900},
     "maxRetries": {"type": "integer", "minimum": 0, "maximum": 10},
+    "budget": {
+        "type": ["object", "null"],
+        "description": "daily limits, counted per calendar day in timezone (at least one limit; null removes)",
+        "properties": {
+            "maxRunsPerDay": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+            "maxRuntimeSecondsPerDay": {"type": "integer", "minimum": 1, "maximum": 1000 * 86400},
+            "maxCostUsdPerDay": {"type": "number", "exclusiveMinimum": 0, "maximum": 1_000_000},
+            "timezone": {"type": "string", "minLength": 1, "maxLength": 64},
+            "onExhausted": {"type": "string", "enum": ["SKIP", "PAUSE"]},
+        },
+        "additionalProperties": False,
+    },
+    "pauseAfterFailures": {"type": ["integer", "null"], "minimum": 1, "maximum": 100,
+                           "description": "consecutive DEAD runs that disable the schedule (null: never)"},
 }
 
 AGENT_CREATE = {
@@ -62,6 +76,8 @@ SCHEDULE_FIELDS = {
     "jitterSeconds": {"type": "integer", "minimum": 0, "maximum": 3600,
                       "description": "at most the shortest interval between two fires"},
     "excludeDates": EXCLUDE_DATES,
+    "pausedUntil": {**NULLABLE_DATETIME,
+                    "description": "fires before it are SKIPPED (PAUSED); after it the schedule fires again"},
 }
 
 SCHEDULE_PUT = {
@@ -143,6 +159,19 @@ REDRIVE = {
     "additionalProperties": False,
 }
 
+BULK_CANCEL = {
+    "type": "object",
+    "properties": {
+        "agentIds": {"type": "array", "minItems": 1, "maxItems": 100,
+                     "items": {"type": "string", "minLength": 1, "maxLength": 100}},
+        "statuses": {"type": "array", "minItems": 1, "maxItems": 3,
+                     "items": {"type": "string", "enum": ["QUEUED", "RETRYING", "RUNNING"]}},
+        "scheduledBefore": DATETIME,
+    },
+    "additionalProperties": False,
+    "description": "at least one of agentIds and scheduledBefore",
+}
+
 # --- responses (documentation) ------------------------------------------------------
 ERROR = {
     "type": "object",
@@ -155,6 +184,8 @@ SCHEDULE_OUT = {
         "agentId": {"type": "string"},
         **{k: v for k, v in SCHEDULE_FIELDS.items()},
         "version": {"type": "integer", "description": "the schedule's latest version (its history)"},
+        "disabledReason": {"type": ["string", "null"], "enum": ["CONSECUTIVE_FAILURES", "BUDGET_EXHAUSTED", None],
+                           "description": "why the system disabled the schedule; enabling it clears this"},
         "nextRunAt": {"type": ["string", "null"], "format": "date-time"},
         "nextRuns": {"type": "array", "items": {"type": "string", "format": "date-time"}},
         "warnings": {"type": "array", "items": {"type": "string"}},
@@ -171,6 +202,12 @@ AGENT_OUT = {
         "createdAt": {"type": "string", "format": "date-time"},
         "updatedAt": {"type": "string", "format": "date-time"},
         "schedule": {"oneOf": [SCHEDULE_OUT, {"type": "null"}]},
+        "budgetUsage": {
+            "type": ["object", "null"],
+            "description": "today's counters in the budget's zone (null without a budget)",
+            "properties": {"day": {"type": "string", "format": "date"}, "runs": {"type": "integer"},
+                           "runtimeSeconds": {"type": "number"}, "costUsd": {"type": "number"}},
+        },
     },
 }
 SESSION_OUT: dict[str, Any] = {
@@ -193,5 +230,12 @@ SESSION_OUT: dict[str, Any] = {
         "input": {},
         "skipReason": {"type": ["string", "null"]},
         "nextAttemptAt": {"type": ["string", "null"], "format": "date-time"},
+        "usage": {
+            "type": ["object", "null"], "description": "what the agent reported it used",
+            "properties": {"inputTokens": {"type": "integer"}, "outputTokens": {"type": "integer"},
+                           "costUsd": {"type": "number"}},
+        },
+        "rateLimitedWaits": {"type": "integer",
+                             "description": "attempts that ended RATE_LIMITED and waited without using a retry"},
     },
 }

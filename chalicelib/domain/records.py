@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from chalicelib.domain.budget import Budget
 from chalicelib.domain.model import Priority, SessionStatus, Trigger
 from chalicelib.domain.schedule import ScheduleSpec
 
@@ -26,6 +27,8 @@ class Agent:
     consecutive_failures: int = 0
     alerted: bool = False
     schedule_version: int = 0  # how many times the schedule changed (its history's latest version)
+    budget: Budget | None = None  # daily limits (runs, runtime, cost), or None
+    pause_after_failures: int | None = None  # consecutive DEAD runs that disable the schedule, or None
 
     def with_(self, **changes: Any) -> "Agent":
         return replace(self, **changes)
@@ -67,6 +70,8 @@ class Session:
     in_dlq: bool = False
     redriven_from: str | None = None  # a REDRIVE run: the dead session it re-runs
     redriven_to: str | None = None  # a dead session that was redriven: the new run
+    rate_limited_waits: int = 0  # attempts that ended RATE_LIMITED and waited without using a retry
+    usage: dict[str, Any] | None = None  # what the agent reported it used ({inputTokens?, outputTokens?, costUsd?})
 
     def with_(self, **changes: Any) -> "Session":
         return replace(self, **changes)

@@ -15,6 +15,7 @@ from chalicelib.agents.registry import check_config
 from chalicelib.api import schemas
 from chalicelib.api.serialize import agent_json, iso, schedule_fields_json, schedule_json, session_json
 from chalicelib.api.validation import parse_datetime, validate
+from chalicelib.domain.budget import parse_budget
 from chalicelib.domain.cron import CronError, CronSchedule, parse_timezone
 from chalicelib.domain.expressions import (
     AtFires,
@@ -90,6 +91,12 @@ def upcoming_fires(spec: ScheduleSpec, fires: FireTimes, next_run_at: float | No
     if next_run_at is None or n <= 0:
         return []
     excluded = spec.excluded
+    if spec.paused_until is not None and next_run_at < spec.paused_until:
+        # fires before pausedUntil are skipped: count from the first one at or after it
+        at = fires.next_after(datetime.fromtimestamp(spec.paused_until - 0.001, tz=timezone.utc))
+        if at is None:
+            return []
+        next_run_at = at.timestamp()
     first = [] if excluded.excludes(next_run_at) else [next_run_at]
     rest = (t.timestamp() for t in excluded.included_after(fires, datetime.fromtimestamp(next_run_at, tz=timezone.utc)))
     out: list[float] = []
@@ -127,6 +134,8 @@ class AgentService:
             max_retries=body.get("maxRetries", self.s.max_retries),
             created_at=now,
             updated_at=now,
+            budget=parse_budget(body.get("budget")),
+            pause_after_failures=body.get("pauseAfterFailures"),
         )
         self.c.agents.create(agent)
         return agent_json(agent, None)
@@ -142,8 +151,16 @@ class AgentService:
     def agent_view(self, agent: Agent) -> dict:
         return agent_json(agent, self._schedule_view(agent) if agent.schedule else None)
 
+    def agent_detail(self, agent: Agent) -> dict:
+        """One agent as ``GET /api/agents/{id}`` shows it: with today's ``budgetUsage``."""
+        from chalicelib.services.brakes import budget_usage_json
+
+        out = self.agent_view(agent)
+        out["budgetUsage"] = budget_usage_json(self.c, agent, self.now())
+        return out
+
     def get(self, tenant_id: str, agent_id: str) -> dict:
-        return self.agent_view(self.get_agent(tenant_id, agent_id))
+        return self.agent_detail(self.get_agent(tenant_id, agent_id))
 
     def list(self, tenant_id: str, limit: int, token: str | None) -> dict:
         items, nxt = self.c.agents.list(tenant_id, limit, token)
@@ -165,6 +182,9 @@ class AgentService:
                 timeout_seconds=body.get("timeoutSeconds", agent.timeout_seconds),
                 max_retries=body.get("maxRetries", agent.max_retries),
                 updated_at=self.now(),
+                budget=parse_budget(body["budget"]) if "budget" in body else agent.budget,
+                pause_after_failures=body.get("pauseAfterFailures") if "pauseAfterFailures" in body
+                else agent.pause_after_failures,
             )
             if "schedule" in body:  # replace (as POST .../schedule does) or remove the schedule
                 if body["schedule"] is None:
@@ -180,6 +200,19 @@ class AgentService:
             self.c.dispatcher.dispatch_soon(self.c.agents.get(tenant_id, agent_id) or updated)
         return self.agent_view(updated)
 
+    def bulk_cancel(self, tenant_id: str, body: dict) -> dict:
+        """``POST /api/sessions/cancel``: the caller's own unfinished runs matching the filters."""
+        from chalicelib.services.brakes import bulk_cancel
+
+        body = validate(body, schemas.BULK_CANCEL)
+        if not body.get("agentIds") and not body.get("scheduledBefore"):
+            raise ValidationError("agentIds", "agentIds or scheduledBefore is required (a bulk cancel needs a filter)")
+        n = bulk_cancel(self.c, tenant_id, body.get("agentIds"), body.get("statuses"),
+                        _opt_time(body.get("scheduledBefore"), "scheduledBefore"))
+        if n:
+            self.c.dispatcher.admit_pending()
+        return {"cancelled": n}
+
     def delete(self, tenant_id: str, agent_id: str) -> None:
         self.get_agent(tenant_id, agent_id)
         if not self.c.agents.delete(tenant_id, agent_id):
@@ -189,7 +222,8 @@ class AgentService:
         except SchedulerError:
             log.exception("could not delete the schedule history", extra={"agent_id": agent_id})
 
-    def _mutate(self, tenant_id: str, agent_id: str, change, *, saved: bool = False) -> Agent:
+    def _mutate(self, tenant_id: str, agent_id: str, change, *, saved: bool = False,
+                changed_by: str | None = None) -> Agent:
         """Read, change, write under the condition that the tick did not move the schedule
         (and nobody changed it) meanwhile; on a lost race read again (a normal outcome, not
         an error). ``saved``: the change writes the schedule on purpose (a new version even
@@ -198,7 +232,7 @@ class AgentService:
             agent = self.get_agent(tenant_id, agent_id)
             updated = change(agent)
             try:
-                return self._save(updated, must_exist=True, expected=agent, saved=saved)
+                return self._save(updated, must_exist=True, expected=agent, saved=saved, changed_by=changed_by)
             except ConditionFailed:
                 continue
         raise Conflict(f"agent {agent_id!r} is changing too fast; try again")
@@ -281,6 +315,7 @@ class AgentService:
                     f"of the schedule ({int(gap)} s)",
                 )
         excluded = exclude_dates_from(body.get("excludeDates"), prefix)
+        paused_until = _opt_time(body.get("pausedUntil"), f"{prefix}pausedUntil")
         spec = ScheduleSpec(
             cron_expression=fires.expression,
             timezone=tz,
@@ -297,6 +332,7 @@ class AgentService:
             disabled_periods=() if body.get("enabled", True) else ((now, None),),
             anchor_at=anchor,
             exclude_dates=excluded,
+            paused_until=paused_until,
         )
         return spec, fires
 
@@ -354,13 +390,15 @@ class AgentService:
 
         self._mutate(tenant_id, agent_id, change)
 
-    def with_enabled(self, agent: Agent, enabled: bool, now: float) -> Agent:
-        """The agent with its schedule enabled or disabled (unchanged if already so)."""
+    def with_enabled(self, agent: Agent, enabled: bool, now: float, reason: str | None = None) -> Agent:
+        """The agent with its schedule enabled or disabled (unchanged if already so). ``reason``:
+        why the system disabled it (enabling clears it)."""
         spec = agent.schedule
         if spec.enabled == enabled:
             return agent
         periods = close_period(spec.disabled_periods, now) if enabled else add_period_start(spec.disabled_periods, now)
-        new_spec = ScheduleSpec(**{**spec.__dict__, "enabled": enabled, "updated_at": now, "disabled_periods": periods})
+        new_spec = ScheduleSpec(**{**spec.__dict__, "enabled": enabled, "updated_at": now, "disabled_periods": periods,
+                                   "disabled_reason": None if enabled else reason})
         next_run_at = agent.next_run_at
         if enabled and next_run_at is None:
             next_run_at = self.first_fire(new_spec, fire_times_for(new_spec, agent.agent_id), now)
@@ -427,6 +465,9 @@ class AgentService:
     def run_now(self, tenant_id: str, agent_id: str, body: dict) -> dict:
         body = validate(body, schemas.RUN_NOW)
         agent = self.get_agent(tenant_id, agent_id)
+        from chalicelib.services.brakes import check_run_now
+
+        check_run_now(self.c, agent, self.now())
         default = agent.schedule.priority if agent.schedule else Priority.NORMAL
         priority = Priority(body["priority"]) if "priority" in body else default
         s = self.c.dispatcher.submit_manual(agent, priority, body.get("input"))

@@ -29,7 +29,8 @@ from chalicelib.domain.admission import START_SLACK_SECONDS, Admit, Candidate, S
 from chalicelib.domain.cron import CronSchedule
 from chalicelib.domain.expressions import fire_times_for
 from chalicelib.domain.ids import jitter_offset, manual_session_id, scheduled_session_id
-from chalicelib.domain.model import OverlapPolicy, Priority, SessionStatus, Trigger
+from chalicelib.domain.budget import fire_blocked
+from chalicelib.domain.model import OverlapPolicy, Priority, SessionStatus, SkipReason, Trigger
 from chalicelib.domain.records import STAGE_ADMITTED, STAGE_PENDING, Agent, Session
 from chalicelib.domain.runflow import Backoff, Next, after_abandoned
 from chalicelib.domain.schedule import add_period_start, close_period, plan_fires
@@ -133,7 +134,8 @@ class Dispatcher:
         plans = []
         for agent in due:
             try:
-                plans.append(self._plan_schedule(agent, now, pauses))
+                usage = self._budget_day(agent, now)
+                plans.append(self._plan_schedule(agent, now, pauses, usage=usage))
             except Exception:  # a schedule that cannot be planned must not stop the others
                 log.exception("schedule could not be planned", extra={"agent_id": agent.agent_id})
                 report.failed_groups += 1
@@ -166,7 +168,15 @@ class Dispatcher:
             out.extend(self.c.agents.query_due(f"d{n:03d}", until))
         return out
 
-    def _plan_schedule(self, agent: Agent, now: float, pauses) -> SchedulePlan:
+    def _budget_day(self, agent: Agent, now: float):
+        """Today's budget counters of an agent with a budget (one read), else None."""
+        if agent.budget is None:
+            return None
+        from chalicelib.domain.budget import budget_day
+
+        return self.c.runs.budget_usage(agent.tenant_id, agent.agent_id, budget_day(now, agent.budget.timezone))
+
+    def _plan_schedule(self, agent: Agent, now: float, pauses, usage=None) -> SchedulePlan:
         spec = agent.schedule
         cron = fire_times_for(spec, agent.agent_id)  # cron, rate() or at()
         plan = plan_fires(
@@ -207,9 +217,10 @@ class Dispatcher:
                 max_attempts=agent.max_retries + 1,
                 timeout_seconds=agent.timeout_seconds,
             )
-            if hasattr(e, "reason"):
+            if hasattr(e, "reason") or fire_blocked(agent.budget, usage, fire_at):
+                reason = e.reason.value if hasattr(e, "reason") else SkipReason.BUDGET_EXHAUSTED.value
                 sessions.append(Session(status=SessionStatus.SKIPPED, scheduled_for=fire_at, finished_at=now,
-                                        skip_reason=e.reason.value, **common))
+                                        skip_reason=reason, **common))
             else:
                 sessions.append(Session(status=SessionStatus.QUEUED, scheduled_for=e.scheduled_for,
                                         stage=STAGE_PENDING, check_overlap=check and active > 0, **common))
@@ -326,7 +337,8 @@ class Dispatcher:
                             report.resent += 1
                 elif s.status is SessionStatus.RUNNING:
                     t = after_abandoned(attempt=s.attempt, max_attempts=s.max_attempts,
-                                        cancel_requested=s.cancel_requested, now=now, backoff=self._backoff())
+                                        cancel_requested=s.cancel_requested, now=now, backoff=self._backoff(),
+                                        rate_limited_waits=s.rate_limited_waits)
                     end_attempt(self.c, s, t, now, duration_ms=None)
                     if report:
                         report.recovered += 1
