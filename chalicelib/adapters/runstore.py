@@ -321,6 +321,19 @@ class RunStore:
             ])
         return tx
 
+    def budget_usages(self, wanted: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str], DayUsage]:
+        """(tenant, agent) -> its counters for ``day``, for each (tenant, agent, day) in ``wanted``
+        (BatchGetItem, 100 keys a request)."""
+        keys = {budget_key(t, a, d): (t, a, d) for t, a, d in wanted}
+        out = {(t, a): DayUsage(d) for t, a, d in keys.values()}
+        if not keys:
+            return out
+        with aws_call("read budget days"):
+            for m in ControlModel.batch_get(list(keys)):
+                t, a, d = keys[m.pk]
+                out[(t, a)] = DayUsage(d, int(m.runs or 0), float(m.runtime_seconds or 0), float(m.cost_usd or 0))
+        return out
+
     def budget_usage(self, tenant_id: str, agent_id: str, day: str) -> DayUsage:
         """One agent's counters for one local day (zero when nothing ran that day)."""
         with aws_call("read budget day"):

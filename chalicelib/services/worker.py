@@ -206,8 +206,7 @@ def _budget_charge(c, s: Session, t: Transition, now: float, duration_ms: int | 
         return None
     if agent is None or agent.budget is None:
         return None
-    final = t.final or (bool(t.error) and t.error.get("category") == "CANCELLED")
-    return charge_for(agent.budget, now=now, final=final, duration_ms=duration_ms, usage=t.usage)
+    return charge_for(agent.budget, now=now, final=t.final, duration_ms=duration_ms, usage=t.usage)
 
 
 def _dead_side_effects(c, s: Session, t: Transition, now: float, duration_ms: int | None) -> None:
