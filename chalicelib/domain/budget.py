@@ -34,7 +34,7 @@ class OnExhausted(str, enum.Enum):
 
 
 # --- usage ---------------------------------------------------------------------------
-def parse_usage(value: Any, field: str = "usage") -> dict | None:
+def parse_usage(value: Any, field: str = "usage") -> dict[str, Any] | None:
     """A usage object checked and normalised (None stays None); raises ValidationError naming
     ``field`` (or ``field.member``)."""
     if value is None:
@@ -45,7 +45,7 @@ def parse_usage(value: Any, field: str = "usage") -> dict | None:
     if unknown:
         raise ValidationError(f"{field}.{unknown[0]}", f"{field}.{unknown[0]} is not a usage field "
                                                        f"(inputTokens, outputTokens, costUsd)")
-    out: dict = {}
+    out: dict[str, Any] = {}
     for name in ("inputTokens", "outputTokens"):
         v = value.get(name)
         if v is None:
@@ -62,7 +62,7 @@ def parse_usage(value: Any, field: str = "usage") -> dict | None:
     return out
 
 
-def reported_usage(value: Any) -> dict | None:
+def reported_usage(value: Any) -> dict[str, Any] | None:
     """What an agent reported at run time: a usable usage object, or None when it sent none or
     sent something that is not one (the run's outcome does not depend on it)."""
     try:
@@ -80,8 +80,8 @@ class Budget:
     timezone: str = "UTC"
     on_exhausted: OnExhausted = OnExhausted.SKIP
 
-    def to_json(self) -> dict:
-        out: dict = {"timezone": self.timezone, "onExhausted": self.on_exhausted.value}
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"timezone": self.timezone, "onExhausted": self.on_exhausted.value}
         if self.max_runs_per_day is not None:
             out["maxRunsPerDay"] = self.max_runs_per_day
         if self.max_runtime_seconds_per_day is not None:
@@ -91,7 +91,7 @@ class Budget:
         return out
 
     @classmethod
-    def from_json(cls, item: dict | None) -> "Budget | None":
+    def from_json(cls, item: dict[str, Any] | None) -> "Budget | None":
         return None if not item else parse_budget(item)
 
 
@@ -159,7 +159,7 @@ class DayUsage:
     runtime_seconds: float = 0.0
     cost_usd: float = 0.0
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"day": self.day, "runs": self.runs, "runtimeSeconds": round(self.runtime_seconds, 3),
                 "costUsd": round(self.cost_usd, 6)}
 
@@ -193,7 +193,7 @@ class BudgetCharge:
 
 
 def charge_for(budget: Budget | None, *, now: float, final: bool, duration_ms: int | None,
-               usage: dict | None) -> BudgetCharge | None:
+               usage: dict[str, Any] | None) -> BudgetCharge | None:
     """What an attempt ending at ``now`` costs the agent's budget day: one run when the run
     ends, the attempt's runtime, the reported cost. None without a budget or when nothing
     is to be counted."""

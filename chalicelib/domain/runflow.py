@@ -37,7 +37,7 @@ class Transition:
     error: dict[str, str] | None = None  # {category, message}
     next_attempt_at: float | None = None
     output: Any = None
-    usage: dict | None = None  # what the agent reported it used in this attempt
+    usage: dict[str, Any] | None = None  # what the agent reported it used in this attempt
     rate_limited_wait: bool = False  # a provider's "too many requests": waits without using a retry
 
     @property
@@ -71,7 +71,7 @@ def after_attempt(
     cancel_requested: bool,
     now: float,
     backoff: Backoff,
-    usage: dict | None = None,
+    usage: dict[str, Any] | None = None,
     rate_limited_waits: int = 0,
     max_rate_limited_waits: int = 0,
 ) -> Transition:
@@ -121,10 +121,10 @@ def rate_limited_delay(wait: int, retry_after: float | None, backoff: Backoff) -
     return backoff_delay(wait, backoff.base_seconds, backoff.max_seconds, rand=backoff.rand)
 
 
-def waiting_rate_limited(status: str, stage: str | None, error: dict | None) -> bool:
+def waiting_rate_limited(status: str, stage: str | None, error: dict[str, Any] | None) -> bool:
     """A run that waits because its provider said "too many requests": RETRYING, not running,
     and its last attempt ended RATE_LIMITED (what ``waitingReason: RATE_LIMITED`` shows)."""
-    return (status == "RETRYING" and stage is not None and bool(error)
+    return (status == "RETRYING" and stage is not None and error is not None
             and error.get("category") == ErrorCategory.RATE_LIMITED.value)
 
 

@@ -92,13 +92,14 @@ def day_usage(c, agent: Agent, now: float) -> DayUsage | None:
 
 def check_run_now(c, agent: Agent, now: float) -> None:
     """Run-now of an agent whose budget is used up today: 429 BUDGET_EXHAUSTED."""
+    budget = agent.budget
     usage = day_usage(c, agent, now)
-    if usage is None:
+    if budget is None or usage is None:
         return
-    limit = exhausted(agent.budget, usage)
+    limit = exhausted(budget, usage)
     if limit is None:
         return
-    until = datetime.fromtimestamp(day_end(usage.day, agent.budget.timezone), tz=timezone.utc)
+    until = datetime.fromtimestamp(day_end(usage.day, budget.timezone), tz=timezone.utc)
     raise BudgetExhausted(
         f"agent {agent.agent_id!r} has used its budget for {usage.day} ({limit} reached); "
         f"it can run again from {until.isoformat()}",

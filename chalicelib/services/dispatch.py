@@ -26,10 +26,10 @@ from datetime import datetime, timezone
 
 from chalicelib.adapters.queues import OutMessage
 from chalicelib.domain.admission import START_SLACK_SECONDS, Admit, Candidate, SlotShard, plan_admission, send_delay
+from chalicelib.domain.budget import fire_blocked
 from chalicelib.domain.cron import CronSchedule
 from chalicelib.domain.expressions import fire_times_for
 from chalicelib.domain.ids import jitter_offset, manual_session_id, scheduled_session_id
-from chalicelib.domain.budget import fire_blocked
 from chalicelib.domain.model import OverlapPolicy, Priority, SessionStatus, SkipReason, Trigger
 from chalicelib.domain.records import STAGE_ADMITTED, STAGE_PENDING, Agent, Session
 from chalicelib.domain.runflow import Backoff, Next, after_abandoned
