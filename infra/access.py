@@ -71,7 +71,9 @@ ACCESS: dict[str, tuple[Access, ...]] = {
     ),
     # The minute tick: due schedules, admission, the sweep, scheduler:status to every connection.
     "tick": (
-        Access("table:agents", (UPDATE,)),
+        # Get: an abandoned attempt's agent (its budget, its brakes); Put: a schedule the brakes disable
+        # gets its history item
+        Access("table:agents", (GET, PUT, UPDATE)),
         Access(f"index:agents:{DUE_INDEX}", (QUERY,)),
         Access("table:sessions", (GET, PUT, UPDATE, BATCH_GET)),  # Get: "was it me?" after a failed write
         Access(f"index:sessions:{PENDING_INDEX}", (QUERY,)),
@@ -88,10 +90,11 @@ ACCESS: dict[str, tuple[Access, ...]] = {
     ),
     # The worker: claims, runs, records, retries, dead-letters, alerts, admits the next run.
     "worker": (
-        Access("table:agents", (GET, UPDATE)),
+        Access("table:agents", (GET, PUT, UPDATE)),  # Put: the history item of a schedule the brakes disable
         Access("table:sessions", (GET, PUT, UPDATE, QUERY)),  # Query: the overlap check (recent runs)
         Access(f"index:sessions:{PENDING_INDEX}", (QUERY,)),
-        Access("table:control", (GET, UPDATE, "dynamodb:ConditionCheckItem")),  # hand-off checks the pause
+        # hand-off checks the pause; BatchGet: admission after CANCEL_PREVIOUS cancelled an earlier run
+        Access("table:control", (GET, UPDATE, BATCH_GET, "dynamodb:ConditionCheckItem")),
         Access("table:connections", (DELETE,)),
         Access(f"index:connections:{TENANT_INDEX}", (QUERY,)),
         Access("queue:work", (SQS_RECEIVE, SQS_DELETE, SQS_ATTRIBUTES, SQS_SEND)),  # event source + admission
