@@ -337,9 +337,12 @@ class AgentService:
         return spec, fires
 
     def first_fire(self, spec: ScheduleSpec, cron: FireTimes | CronSchedule, after: float) -> float | None:
-        """The schedule's first fire strictly after ``after`` (from startAt on); None: it never fires."""
+        """The schedule's first fire strictly after ``after`` (from startAt and pausedUntil on); None:
+        it never fires. The fires a pause leaves out are never planned (the ledger shows them
+        SKIPPED, PAUSED, without a record each)."""
         fires = as_fire_times(cron)
         after = max(after, (spec.start_at - 0.001) if spec.start_at else after)
+        after = max(after, (spec.paused_until - 0.001) if spec.paused_until else after)
         nxt = fires.next_after(datetime.fromtimestamp(after, tz=timezone.utc))
         if nxt is None:
             return None
