@@ -222,3 +222,15 @@ def test_next_runs_leave_out_fires_before_paused_until():
     # a pause that has passed changes nothing
     past = ScheduleSpec(cron_expression="0 * * * *", paused_until=ts("2026-03-02T11:00:00+00:00"))
     assert upcoming_fires(past, CronFires(cron), ts("2026-03-02T12:00:00+00:00"), 1) == [ts("2026-03-02T12:00:00+00:00")]
+
+
+# --- overlap CANCEL_PREVIOUS ------------------------------------------------------------------------------
+def test_cancel_previous_never_skips_a_due_fire_for_an_active_run():
+    from chalicelib.domain.model import OverlapPolicy
+
+    for policy, runs in ((OverlapPolicy.SKIP, 0), (OverlapPolicy.CANCEL_PREVIOUS, 1)):
+        spec = ScheduleSpec(cron_expression="* * * * *", overlap_policy=policy)
+        p = plan_fires(agent_id="ag_1", spec=spec, cron=CronSchedule.parse("* * * * *", "UTC", hash_id="ag_1"),
+                       next_run_at=ts("2026-03-02T12:00:00+00:00"), active_runs=1,
+                       now=ts("2026-03-02T12:00:01+00:00"), lookahead=50, late_tolerance=120)
+        assert len(p.runs) == runs, policy
