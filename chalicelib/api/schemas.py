@@ -204,7 +204,7 @@ AGENT_OUT = {
         "schedule": {"oneOf": [SCHEDULE_OUT, {"type": "null"}]},
         "budgetUsage": {
             "type": ["object", "null"],
-            "description": "today's counters in the budget's zone (null without a budget)",
+            "description": "today's counters in the budget's zone (null without a budget); read-only",
             "properties": {"day": {"type": "string", "format": "date"}, "runs": {"type": "integer"},
                            "runtimeSeconds": {"type": "number"}, "costUsd": {"type": "number"}},
         },

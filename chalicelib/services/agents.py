@@ -138,7 +138,7 @@ class AgentService:
             pause_after_failures=body.get("pauseAfterFailures"),
         )
         self.c.agents.create(agent)
-        return agent_json(agent, None)
+        return self.agent_view(agent)
 
     def get_agent(self, tenant_id: str, agent_id: str) -> Agent:
         if not agent_id or len(agent_id) > 100:
@@ -148,23 +148,28 @@ class AgentService:
             raise NotFound(f"agent {agent_id!r} not found")
         return agent
 
-    def agent_view(self, agent: Agent) -> dict:
-        return agent_json(agent, self._schedule_view(agent) if agent.schedule else None)
-
-    def agent_detail(self, agent: Agent) -> dict:
-        """One agent as ``GET /api/agents/{id}`` shows it: with today's ``budgetUsage``."""
+    def agent_view(self, agent: Agent, usages: dict | None = None) -> dict:
+        """An agent as answers show it, with today's ``budgetUsage`` (null without a budget; read
+        here unless ``usages``, read for a whole page at once, has it)."""
         from chalicelib.services.brakes import budget_usage_json
 
-        out = self.agent_view(agent)
-        out["budgetUsage"] = budget_usage_json(self.c, agent, self.now())
+        out = agent_json(agent, self._schedule_view(agent) if agent.schedule else None)
+        if usages is not None:
+            usage = usages.get((agent.tenant_id, agent.agent_id))
+            out["budgetUsage"] = usage.to_json() if usage is not None else None
+        else:
+            out["budgetUsage"] = budget_usage_json(self.c, agent, self.now())
         return out
 
     def get(self, tenant_id: str, agent_id: str) -> dict:
-        return self.agent_detail(self.get_agent(tenant_id, agent_id))
+        return self.agent_view(self.get_agent(tenant_id, agent_id))
 
     def list(self, tenant_id: str, limit: int, token: str | None) -> dict:
         items, nxt = self.c.agents.list(tenant_id, limit, token)
-        return {"items": [self.agent_view(a) for a in items], "nextToken": nxt}
+        from chalicelib.services.brakes import budget_usages
+
+        usages = budget_usages(self.c, items, self.now())  # one batch read for the page's budgets
+        return {"items": [self.agent_view(a, usages) for a in items], "nextToken": nxt}
 
     def patch(self, tenant_id: str, agent_id: str, body: dict) -> dict:
         body = validate(body, schemas.AGENT_PATCH)

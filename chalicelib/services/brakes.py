@@ -106,6 +106,12 @@ def check_run_now(c, agent: Agent, now: float) -> None:
         limit=limit, day=usage.day, retry_at=until.isoformat())
 
 
+def budget_usages(c, agents: list[Agent], now: float) -> dict:
+    """(tenant, agent) -> today's counters, for the agents with a budget (one batch read)."""
+    wanted = [(a.tenant_id, a.agent_id, budget_day(now, a.budget.timezone)) for a in agents if a.budget is not None]
+    return c.runs.budget_usages(wanted) if wanted else {}
+
+
 def budget_usage_json(c, agent: Agent, now: float) -> dict | None:
     usage = day_usage(c, agent, now)
     return None if usage is None else usage.to_json()
