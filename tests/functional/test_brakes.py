@@ -286,3 +286,20 @@ def test_bulk_cancel_touches_only_the_callers_runs(api, other_api, system, clock
     r = api.post("/api/sessions/cancel", {"scheduledBefore": "2026-03-02T12:00:00Z", "statuses": ["QUEUED"]})
     assert r.json == {"cancelled": 1} and session(api, a2, s3)["status"] == "CANCELLED"
     assert session(other_api, b1, sb)["status"] == "QUEUED"
+
+
+def test_cancel_previous_asks_a_running_run_to_stop(api, system, clock):
+    aid = make_agent(api)
+    schedule(api, aid, "* * * * *", overlapPolicy="CANCEL_PREVIOUS")
+    [first] = take(system)
+    clock.advance(30)
+    # a worker has claimed the 12:00 run and is still running it
+    sid = first.body["s"]
+    now = clock.now().timestamp()
+    assert system.runs.claim(aid, sid, 1, "token-of-the-first-worker", now, now + 600).ok
+    clock.advance(30)
+    system.dispatcher.tick()
+    [second] = take(system)
+    assert work(system, [second]) == ["succeeded"]
+    earlier = system.runs.get(aid, sid)
+    assert earlier.status.value == "RUNNING" and earlier.cancel_requested  # it stops at its next check
