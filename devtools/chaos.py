@@ -415,9 +415,10 @@ class Chaos:
 
         real_finish = RunStore.finish
 
-        def finish(store, s, t, now, duration_ms, hand_off=None, count_agent=True, release_if_idle=False, keep=None):
+        def finish(store, s, t, now, duration_ms, hand_off=None, count_agent=True, release_if_idle=False, keep=None,
+                   **kw):
             res = real_finish(store, s, t, now, duration_ms, hand_off=hand_off, count_agent=count_agent,
-                              release_if_idle=release_if_idle, keep=keep)
+                              release_if_idle=release_if_idle, keep=keep, **kw)
             if res.ok and res.handed_off is not None and hand_off is not None:
                 harness._check_order([hand_off[1].candidate], now, "hand-off")
             if res.ok and res.kept and keep is not None:
