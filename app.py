@@ -216,6 +216,12 @@ def cancel_session(principal, agent_id, session_id):
     return container().agent_service.cancel(principal.tenant_id, agent_id, session_id)
 
 
+@app.route("/api/sessions/cancel", methods=["POST"], content_types=JSON_TYPES)
+@api(body="required", status=202)
+def cancel_sessions(principal, body):
+    return container().agent_service.bulk_cancel(principal.tenant_id, body)
+
+
 # --- scheduler ------------------------------------------------------------------------------
 @app.route("/api/scheduler/status", methods=["GET"])
 @api()

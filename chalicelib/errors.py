@@ -108,3 +108,20 @@ class WaitingHint(SchedulerError):
     """Runs wait for a slot: the finishing run hands its slot over instead of releasing it."""
 
     code = "WAITING_HINT"
+
+
+class BudgetExhausted(SchedulerError):
+    """The agent's daily budget is used up: run-now is refused until the day ends."""
+
+    status_code = 429
+    code = "BUDGET_EXHAUSTED"
+
+    def __init__(self, message: str, *, limit: str | None = None, day: str | None = None,
+                 retry_at: str | None = None) -> None:
+        super().__init__(message)
+        self.limit, self.day, self.retry_at = limit, day, retry_at
+
+    def to_body(self) -> dict:
+        body = super().to_body()
+        body.update({k: v for k, v in (("limit", self.limit), ("day", self.day), ("retryAt", self.retry_at)) if v})
+        return body

@@ -568,7 +568,8 @@ class Chaos:
             if rank is None or a.get("pending_shard") is None:
                 continue
             prio, eligible_ms, sid = rank.value.split("#", 2)  # eligible_ms: "B..." in the backfill lane
-            out[sid] = (int(a["attempt"].value), (int(prio), int(eligible_ms.lstrip("B")) / 1000.0, sid))
+            out[sid] = (int(a["attempt"].value), (int(prio), int(eligible_ms.lstrip("B")) / 1000.0, sid),
+                        eligible_ms.startswith("B"))
         return out
 
     def _check_order(self, admitted, now: float, how: str) -> None:
@@ -583,15 +584,15 @@ class Chaos:
         container = getattr(self, "container", None)
         aging = container.settings.priority_aging_seconds if container is not None else 0
 
-        def level(rank: int, eligible_at: float) -> int:  # the priority admission uses: aged toward HIGH
-            if aging <= 0 or rank <= 1 or now - eligible_at < aging:
+        def level(rank: int, eligible_at: float, backfill: bool) -> int:  # as admission: aged toward HIGH
+            if aging <= 0 or rank <= 1 or backfill or now - eligible_at < aging:
                 return rank
             return max(1, rank - int((now - eligible_at) // aging))
 
         for cand in admitted:
-            key = (level(cand.priority.rank, cand.eligible_at), cand.eligible_at, cand.session_id)
-            for sid, (attempt, okey) in after.items():
-                okey = (level(okey[0], okey[1]), okey[1], okey[2])
+            key = (level(cand.priority.rank, cand.eligible_at, cand.backfill), cand.eligible_at, cand.session_id)
+            for sid, (attempt, okey, backfill) in after.items():
+                okey = (level(okey[0], okey[1], backfill), okey[1], okey[2])
                 if sid in before and before[sid][0] == attempt and okey[1] <= horizon and okey < key \
                         and okey[0] < key[0]:
                     self.inversions.append((now, how, cand.session_id, cand.priority.value, sid, okey))

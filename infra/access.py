@@ -79,7 +79,9 @@ ACCESS: dict[str, tuple[Access, ...]] = {
     ),
     # The minute tick: due schedules, admission, the sweep, scheduler:status to every connection.
     "tick": (
-        Access("table:agents", (UPDATE, BATCH_GET)),  # BatchGet: admission reads the waiting runs' agents (limits)
+        # BatchGet: admission reads the waiting runs' agents (limits); Get: an abandoned attempt's agent
+        # (its budget, its brakes); Put: a schedule the brakes disable gets its history item
+        Access("table:agents", (GET, PUT, UPDATE, BATCH_GET)),
         Access(f"index:agents:{DUE_INDEX}", (QUERY,)),
         Access("table:sessions", (GET, PUT, UPDATE, BATCH_GET)),  # Get: "was it me?" after a failed write
         Access(f"index:sessions:{PENDING_INDEX}", (QUERY,)),
@@ -97,10 +99,12 @@ ACCESS: dict[str, tuple[Access, ...]] = {
     ),
     # The worker: claims, runs, records, retries, dead-letters, alerts, admits the next run.
     "worker": (
-        Access("table:agents", (GET, UPDATE, BATCH_GET)),  # BatchGet: the next run's agent (its limits)
+        # BatchGet: the next run's agent (its limits); Put: the history item of a schedule the brakes disable
+        Access("table:agents", (GET, PUT, UPDATE, BATCH_GET)),
         Access("table:sessions", (GET, PUT, UPDATE, QUERY)),  # Query: the overlap check (recent runs)
         Access(f"index:sessions:{PENDING_INDEX}", (QUERY,)),
         # hand-off checks the pause; BatchGet: keyed counters and pools for the next run, admission
+        # (also after CANCEL_PREVIOUS cancelled an earlier run)
         Access("table:control", (GET, UPDATE, BATCH_GET, "dynamodb:ConditionCheckItem")),
         Access("table:connections", (DELETE,)),
         Access(f"index:connections:{TENANT_INDEX}", (QUERY,)),

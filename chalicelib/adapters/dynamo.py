@@ -15,6 +15,7 @@ from pynamodb.expressions.operand import Path
 
 from chalicelib.adapters.errors import aws_call, translate
 from chalicelib.adapters.tables import AgentTenantModel, ConnectionModel, ControlModel, SessionModel
+from chalicelib.domain.budget import Budget
 from chalicelib.domain.ids import pending_rank, pending_shard
 from chalicelib.domain.model import Priority, SessionStatus, Trigger
 from chalicelib.domain.records import STAGE_PENDING, Agent, Session
@@ -86,6 +87,8 @@ def agent_from_item(m: AgentTenantModel) -> Agent:
         pools=tuple(m.pools or ()),
         signing_keys=m.signing_keys or None,
         heartbeat_seconds=None if m.heartbeat_seconds is None else int(m.heartbeat_seconds),
+        budget=Budget.from_json(m.budget),
+        pause_after_failures=None if m.pause_after_failures is None else int(m.pause_after_failures),
     )
 
 
@@ -114,6 +117,8 @@ def agent_to_item(a: Agent, *, due_shard: str | None, due_at: float | None) -> A
         pools=list(a.pools) or None,
         signing_keys=a.signing_keys,
         heartbeat_seconds=a.heartbeat_seconds,
+        budget=a.budget.to_json() if a.budget else None,
+        pause_after_failures=a.pause_after_failures,
     )
 
 
@@ -164,6 +169,7 @@ def session_from_item(m: SessionModel) -> Session:
         last_heartbeat_details=m.last_heartbeat_details,
         progress=m.progress,
         progress_event_at=_f(m.progress_event_at),
+        rate_limited_waits=int(m.rate_limited_waits or 0),
         usage=m.usage,
     )
 
@@ -213,6 +219,8 @@ def session_to_item(s: Session, *, shards: int, expires_at: float | None) -> Ses
         holds=list(s.holds) or None,
         waiting_reason=s.waiting_reason,
         waiting_for=s.waiting_for,
+        rate_limited_waits=s.rate_limited_waits or None,
+        usage=s.usage,
     )
 
 
@@ -341,6 +349,9 @@ class AgentStore:
             a.max_retries.set(agent.max_retries),
             a.updated_at.set(agent.updated_at),
         ]
+        actions.append(a.budget.set(agent.budget.to_json()) if agent.budget is not None else a.budget.remove())
+        actions.append(a.pause_after_failures.set(agent.pause_after_failures)
+                       if agent.pause_after_failures is not None else a.pause_after_failures.remove())
         actions.append(a.description.set(agent.description) if agent.description is not None else a.description.remove())
         actions.append(a.labels.set(agent.labels) if agent.labels else a.labels.remove())
         actions.append(a.max_concurrency.set(agent.max_concurrency) if agent.max_concurrency is not None
@@ -502,6 +513,18 @@ class SessionStore:
         """The agent's ``n`` newest sessions."""
         with aws_call("list sessions"):
             return [session_from_item(m) for m in SessionModel.query(agent_id, scan_index_forward=False, limit=n)]
+
+    def active(self, agent_id: str, limit: int) -> list[Session]:
+        """The agent's unfinished runs (QUEUED, RETRYING, RUNNING), newest first, at most ``limit``."""
+        cond = SessionModel.status.is_in(*[x.value for x in (SessionStatus.QUEUED, SessionStatus.RETRYING,
+                                                               SessionStatus.RUNNING)])
+        out: list[Session] = []
+        with aws_call("list unfinished sessions"):
+            for m in SessionModel.query(agent_id, filter_condition=cond, scan_index_forward=False):
+                out.append(session_from_item(m))
+                if len(out) >= limit:
+                    break
+        return out
 
     def save(self, s: Session, *, expect_status: Iterable[SessionStatus] | None = None,
              expect_attempt: int | None = None) -> None:

@@ -18,6 +18,7 @@ from chalicelib.adapters.errors import aws_call, translate
 from chalicelib.adapters.tables import AgentTenantModel, ControlModel, SessionModel
 from chalicelib.adapters.transact import Tx, request_token
 from chalicelib.domain.admission import Admit, SlotShard, handoff_changes, slot_limits
+from chalicelib.domain.budget import BudgetCharge, DayUsage
 from chalicelib.domain.ids import pending_rank, pending_shard
 from chalicelib.domain.model import SessionStatus
 from chalicelib.domain.records import STAGE_ADMITTED, STAGE_PENDING, Session
@@ -28,10 +29,15 @@ log = logging.getLogger("agent_scheduler.runstore")
 
 STATE = "STATE"
 SLOTS = "SLOTS#"
+BUDGET = "BUDGET#"
 
 
 def slot_key(shard: str) -> str:
     return SLOTS + shard
+
+
+def budget_key(tenant_id: str, agent_id: str, day: str) -> str:
+    return f"{BUDGET}{tenant_id}#{agent_id}#{day}"
 
 
 @dataclass(frozen=True)
@@ -226,7 +232,7 @@ class RunStore:
                key_limits: Mapping[str, int] | None = None, key_expiry: Mapping[str, float] | None = None,
                skip_keys: frozenset[str] = frozenset(), *, ended_by: str | None = None,
                end_hash: str | None = None, usage: dict | None = None, tx_nonce: str = "",
-               expect_lease: float | None = None) -> FinishResult:
+               expect_lease: float | None = None, charge: BudgetCharge | None = None) -> FinishResult:
         """One transaction: the session's outcome, its slot released (or handed to
         ``hand_off``, which becomes ADMITTED in its place), the agent's run counts.
 
@@ -246,11 +252,13 @@ class RunStore:
         caller's own (a callback request's), so two callers ending the attempt the same way
         never take each other's write for their own. ``expect_lease``: only while the run's
         lease is still the one the caller saw expire (a callback that moved it keeps the run).
+        ``charge``: what the attempt adds to its agent's budget day (one more small item,
+        an ADD, in the same transaction).
         """
         from chalicelib.domain.callbacks import ended_by_for
 
         cb = dict(ended_by=ended_by or ended_by_for(t.next.value, category=(t.error or {}).get("category")).value,
-                  end_hash=end_hash, usage=usage, expect_lease=expect_lease)
+                  end_hash=end_hash, usage=usage, expect_lease=expect_lease, charge=charge)
         token = request_token("finish", s.session_id, s.attempt, s.claim, t.next.value,
                               hand_off[0].session_id if hand_off else "", "keep" if keep else "",
                               *([tx_nonce] if tx_nonce else []))
@@ -284,7 +292,7 @@ class RunStore:
                 return self.finish(s.with_(cancel_requested=True), cancelled, now, duration_ms,
                                    hand_off, count_agent, release_if_idle, key_limits=key_limits,
                                    key_expiry=key_expiry, skip_keys=skip_keys, ended_by="CANCELLED", usage=usage,
-                                   tx_nonce=tx_nonce)
+                                   tx_nonce=tx_nonce, charge=charge)
             return FinishResult(False)
         if "agent" in res.failed:  # the agent was deleted meanwhile: nothing to count
             return self.finish(s, t, now, duration_ms, hand_off, False, release_if_idle,
@@ -309,7 +317,8 @@ class RunStore:
     def _finish_tx(self, s: Session, t: Transition, now: float, duration_ms: int | None, token: str,
                    hand_off, count_agent: bool, release_if_idle: bool, counter: bool = True,
                    keep: Admit | None = None, ended_by: str | None = None, end_hash: str | None = None,
-                   usage: dict | None = None, expect_lease: float | None = None) -> Tx:
+                   usage: dict | None = None, expect_lease: float | None = None,
+                   charge: BudgetCharge | None = None) -> Tx:
         m = SessionModel
         tx = Tx(token)
         actions = [m.status.set(t.next.status.value), m.tx.set(token), m.slot.remove(), m.run_lease_until.remove(),
@@ -317,14 +326,17 @@ class RunStore:
         if ended_by is not None:  # the attempt's end, as its late callbacks are told
             actions += [m.end_attempt.set(s.attempt), m.ended_by.set(ended_by),
                         m.end_hash.set(end_hash) if end_hash else m.end_hash.remove()]
-        if usage is not None:
-            actions.append(m.usage.set(usage))
         if t.next is Next.CANCELLED:
             actions.append(m.cancel_requested.set(True))
         actions.append(m.error.set(t.error) if t.error else m.error.remove())
         actions.append(m.output.set(t.output) if t.output is not None else m.output.remove())
         if duration_ms is not None:
             actions.append(m.duration_ms.set(duration_ms))
+        usage = usage if usage is not None else t.usage  # a callback's report, or the answer's
+        if usage is not None:
+            actions.append(m.usage.set(usage))
+        if t.rate_limited_wait:
+            actions.append(m.rate_limited_waits.add(1))
         if t.final:
             actions += [m.finished_at.set(now), m.next_attempt_at.remove(), m.stage.remove(),
                         m.expires_at.set(_ttl(now + self.retention))]
@@ -374,7 +386,35 @@ class RunStore:
             elif t.next is Next.DEAD:
                 agent_actions += [a.consecutive_failures.add(1)]
             tx.update("agent", a(s.tenant_id, s.agent_id), agent_actions, a.agent_id.exists())
+        if charge is not None:
+            c = ControlModel
+            tx.update("budget", c(budget_key(s.tenant_id, s.agent_id, charge.day)), [
+                c.runs.add(charge.runs), c.runtime_seconds.add(round(charge.runtime_seconds, 3)),
+                c.cost_usd.add(round(charge.cost_usd, 6)), c.expires_at.set(_ttl(charge.expires_at)),
+            ])
         return tx
+
+    def budget_usages(self, wanted: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str], DayUsage]:
+        """(tenant, agent) -> its counters for ``day``, for each (tenant, agent, day) in ``wanted``
+        (BatchGetItem, 100 keys a request)."""
+        keys = {budget_key(t, a, d): (t, a, d) for t, a, d in wanted}
+        out = {(t, a): DayUsage(d) for t, a, d in keys.values()}
+        if not keys:
+            return out
+        with aws_call("read budget days"):
+            for m in ControlModel.batch_get(list(keys)):
+                t, a, d = keys[m.pk]
+                out[(t, a)] = DayUsage(d, int(m.runs or 0), float(m.runtime_seconds or 0), float(m.cost_usd or 0))
+        return out
+
+    def budget_usage(self, tenant_id: str, agent_id: str, day: str) -> DayUsage:
+        """One agent's counters for one local day (zero when nothing ran that day)."""
+        with aws_call("read budget day"):
+            try:
+                m = ControlModel.get(budget_key(tenant_id, agent_id, day), consistent_read=True)
+            except ControlModel.DoesNotExist:
+                return DayUsage(day)
+        return DayUsage(day, int(m.runs or 0), float(m.runtime_seconds or 0), float(m.cost_usd or 0))
 
     def raise_alert_once(self, tenant_id: str, agent_id: str, threshold: int) -> bool:
         """True exactly once when the agent's consecutive failures reach ``threshold``."""

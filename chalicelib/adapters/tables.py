@@ -21,6 +21,7 @@ Key design
 - control: small items: ``STATE`` (paused, last tick) and one slot counter
   per shard of the global cap (``SLOTS#s000``...), changed by conditional ADD;
   ``idempotency#<hash>``: a creating request's key and its sealed answer (TTL ``expiration``).
+  one budget day per budgeted agent and local day (``BUDGET#...``, TTL).
 - connections: WebSocket connections; ``tenant-index`` finds a tenant's.
 - events: the per-tenant event stream (``seq``), its head and WebSocket tickets.
 """
@@ -82,6 +83,9 @@ class AgentTenantModel(Model):
     pools: ListAttribute[str] = ListAttribute(of=UnicodeAttribute, null=True)
     signing_keys = JSONAttribute(null=True)  # webhook agents: ciphertexts of the signing secrets, never plain
     heartbeat_seconds = NumberAttribute(null=True)  # async attempts: longest silence before a TIMEOUT
+    # brakes: the daily budget ({maxRunsPerDay?, ..., timezone, onExhausted}) and the auto-pause
+    budget = JSONAttribute(null=True)
+    pause_after_failures = NumberAttribute(null=True)
 
 
 class PendingIndex(GlobalSecondaryIndex):
@@ -168,6 +172,7 @@ class SessionModel(Model):
     progress = JSONAttribute(null=True)
     progress_event_at = NumberAttribute(null=True)
     usage = JSONAttribute(null=True)
+    rate_limited_waits = NumberAttribute(null=True)  # waits a provider's 429 caused (no retry used)
 
 
 class ControlModel(Model):
@@ -193,6 +198,10 @@ class ControlModel(Model):
     created_at = NumberAttribute(null=True)
     updated_at = NumberAttribute(null=True)
     names = UnicodeSetAttribute(null=True)
+    # budget days (``BUDGET#<tenant>#<agent>#<day>``): one agent's counters for one local day
+    runs = NumberAttribute(null=True)
+    runtime_seconds = NumberAttribute(null=True)
+    cost_usd = NumberAttribute(null=True)
 
 
 class TenantIndex(GlobalSecondaryIndex):

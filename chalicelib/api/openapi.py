@@ -41,7 +41,8 @@ TOKEN = {"name": "nextToken", "in": "query", "required": False, "schema": {"type
 
 def _errors(*codes: str) -> dict:
     words = {"400": "bad input (the message names the field)", "401": "missing or invalid token",
-             "403": "needs the admin scope", "404": "not found (or another tenant's)", "409": "conflict"}
+             "403": "needs the admin scope", "404": "not found (or another tenant's)", "409": "conflict",
+             "429": "the agent's daily budget is used up (BUDGET_EXHAUSTED)"}
     out = {}
     for c in codes:
         out.update(_resp(c, words[c], ERR))
@@ -165,6 +166,7 @@ BULK_RESULT = {"type": "object", "properties": {"results": {"type": "array", "it
 CONFLICTS = {"type": "object", "properties": {"conflicts": {"type": "array", "items": ref("ScheduleConflict")}}}
 FIRES = {"type": "object", "properties": {"items": {"type": "array", "items": ref("Fire")}}}
 REDRIVE_RESULT = {"type": "object", "properties": {"redriven": {"type": "integer"}}}
+BULK_CANCEL_RESULT = {"type": "object", "properties": {"cancelled": {"type": "integer"}}}
 EVENT_LIST = {"type": "object", "properties": {
     "items": {"type": "array", "items": ref("Event")}, "nextSince": {"type": "integer"},
     "oldestSeq": {"type": "integer", "description": "present when events after since have expired"}}}
@@ -219,6 +221,7 @@ SCHEMAS: dict[str, dict] = {
     "Pool": S.POOL_OUT, "PoolPage": _page("Pool"), "PoolRequest": S.POOL_PUT, "Throttle": S.THROTTLE,
     "SigningSecret": S.SIGNING_SECRET_OUT, "SigningSecretRequest": S.SIGNING_SECRET_ROTATE,
     "CallbackAnswer": CALLBACK_ANSWER, **_callback_schemas(),
+    "BulkCancelRequest": S.BULK_CANCEL, "BulkCancelResult": BULK_CANCEL_RESULT,
 }
 POOL_NAME_PARAM = {"name": "name", "in": "path", "required": True,
                    "schema": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9._-]+$"}}
@@ -273,7 +276,9 @@ def openapi_document() -> dict:
                         _resp("202", "the runs created", R("BackfillResult")), params=[AGENT_ID], body=R("BackfillRequest")),
         },
         "/api/agents/{agent_id}/run": {
-            "post": _op("runAgent", "agents", "Run now", _resp("202", "queued", R("RunAccepted")), params=[AGENT_ID], body=R("RunRequest"), body_required=False),
+            "post": _op("runAgent", "agents", "Run now (429 BUDGET_EXHAUSTED once the agent's daily budget is used up)",
+                        _resp("202", "queued", R("RunAccepted")), params=[AGENT_ID], body=R("RunRequest"), body_required=False,
+                        errors=("400", "401", "404", "429")),
         },
         "/api/agents/{agent_id}/sessions": {
             "get": _op("listSessions", "sessions", "Run history, newest first", _resp("200", "a page of sessions", R("SessionPage")),
@@ -284,6 +289,10 @@ def openapi_document() -> dict:
         },
         "/api/agents/{agent_id}/sessions/{session_id}/cancel": {
             "post": _op("cancelSession", "sessions", "Cancel a run", _resp("202", "cancelled or cancelling", R("Session")), params=[AGENT_ID, SESSION_ID], errors=("401", "404", "409")),
+        },
+        "/api/sessions/cancel": {
+            "post": _op("cancelSessions", "sessions", "Cancel many of your unfinished runs (by agents, statuses, scheduled before)",
+                        _resp("202", "how many were cancelled", R("BulkCancelResult")), body=R("BulkCancelRequest"), errors=("400", "401")),
         },
         "/api/agents/{agent_id}/fires": {
             "get": _op("listFires", "schedules", "Every fire time in a window and what became of it", _resp("200", "the fire ledger", R("FireLedger")),

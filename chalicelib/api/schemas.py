@@ -18,6 +18,20 @@ AGENT_FIELDS = {
     "timeoutSeconds": {"type": "integer", "minimum": 1, "maximum": 86400,
                        "description": "at most 900, or 86400 for webhook and lambda agents"},
     "maxRetries": {"type": "integer", "minimum": 0, "maximum": 10},
+    "budget": {
+        "type": ["object", "null"],
+        "description": "daily limits, counted per calendar day in timezone (at least one limit; null removes)",
+        "properties": {
+            "maxRunsPerDay": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+            "maxRuntimeSecondsPerDay": {"type": "integer", "minimum": 1, "maximum": 1000 * 86400},
+            "maxCostUsdPerDay": {"type": "number", "exclusiveMinimum": 0, "maximum": 1_000_000},
+            "timezone": {"type": "string", "minLength": 1, "maxLength": 64},
+            "onExhausted": {"type": "string", "enum": ["SKIP", "PAUSE"]},
+        },
+        "additionalProperties": False,
+    },
+    "pauseAfterFailures": {"type": ["integer", "null"], "minimum": 1, "maximum": 100,
+                           "description": "consecutive DEAD runs that disable the schedule (null: never)"},
     "heartbeatSeconds": {"type": ["integer", "null"], "minimum": 10, "maximum": 3600,
                          "description": "an async attempt with no callback this long ends TIMEOUT; null: none"},
     "labels": {
@@ -111,6 +125,8 @@ SCHEDULE_FIELDS = {
     "jitterSeconds": {"type": "integer", "minimum": 0, "maximum": 3600,
                       "description": "at most the shortest interval between two fires"},
     "excludeDates": EXCLUDE_DATES,
+    "pausedUntil": {**NULLABLE_DATETIME,
+                    "description": "fires before it are SKIPPED (PAUSED); after it the schedule fires again"},
 }
 
 SCHEDULE_PUT = {
@@ -201,6 +217,19 @@ REDRIVE = {
     "additionalProperties": False,
 }
 
+BULK_CANCEL = {
+    "type": "object",
+    "properties": {
+        "agentIds": {"type": "array", "minItems": 1, "maxItems": 100,
+                     "items": {"type": "string", "minLength": 1, "maxLength": 100}},
+        "statuses": {"type": "array", "minItems": 1, "maxItems": 3,
+                     "items": {"type": "string", "enum": ["QUEUED", "RETRYING", "RUNNING"]}},
+        "scheduledBefore": DATETIME,
+    },
+    "additionalProperties": False,
+    "description": "at least one of agentIds and scheduledBefore",
+}
+
 # --- responses (documentation) ------------------------------------------------------
 ERROR = {
     "type": "object",
@@ -213,6 +242,8 @@ SCHEDULE_OUT = {
         "agentId": {"type": "string"},
         **{k: v for k, v in SCHEDULE_FIELDS.items()},
         "version": {"type": "integer", "description": "the schedule's latest version (its history)"},
+        "disabledReason": {"type": ["string", "null"], "enum": ["CONSECUTIVE_FAILURES", "BUDGET_EXHAUSTED", None],
+                           "description": "why the system disabled the schedule; enabling it clears this"},
         "nextRunAt": {"type": ["string", "null"], "format": "date-time"},
         "nextRuns": {"type": "array", "items": {"type": "string", "format": "date-time"}},
         "warnings": {"type": "array", "items": {"type": "string"}},
@@ -229,6 +260,12 @@ AGENT_OUT = {
         "createdAt": {"type": "string", "format": "date-time"},
         "updatedAt": {"type": "string", "format": "date-time"},
         "schedule": {"oneOf": [SCHEDULE_OUT, {"type": "null"}]},
+        "budgetUsage": {
+            "type": ["object", "null"],
+            "description": "today's counters in the budget's zone (null without a budget); read-only",
+            "properties": {"day": {"type": "string", "format": "date"}, "runs": {"type": "integer"},
+                           "runtimeSeconds": {"type": "number"}, "costUsd": {"type": "number"}},
+        },
         "signingSecret": {"type": "string", "description": "webhook agents: whsec_ + base64 of 32 bytes; only in the "
                                                            "answer that creates the secret (create, or the PATCH that "
                                                            "makes the agent a webhook)"},
@@ -274,7 +311,13 @@ SESSION_OUT: dict[str, Any] = {
         "progress": {"type": ["object", "null"], "description": "the latest progress an agent reported by callback",
                      "properties": {"percent": {"type": "number"}, "message": {"type": "string"},
                                     "at": {"type": "string", "format": "date-time"}}},
-        "usage": {"type": ["object", "null"], "description": "what the agent reported it used"},
+        "usage": {
+            "type": ["object", "null"], "description": "what the agent reported it used",
+            "properties": {"inputTokens": {"type": "integer"}, "outputTokens": {"type": "integer"},
+                           "costUsd": {"type": "number"}},
+        },
+        "rateLimitedWaits": {"type": "integer",
+                             "description": "attempts that ended RATE_LIMITED and waited without using a retry"},
     },
 }
 

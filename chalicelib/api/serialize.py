@@ -34,6 +34,8 @@ def schedule_fields_json(agent_id: str, spec: ScheduleSpec, version: int) -> dic
         "endAt": iso(spec.end_at, tz),
         "jitterSeconds": spec.jitter_seconds,
         "excludeDates": list(spec.exclude_dates),
+        "pausedUntil": iso(spec.paused_until, tz),
+        "disabledReason": spec.disabled_reason,
         "version": version,
         "createdAt": iso(spec.created_at),
         "updatedAt": iso(spec.updated_at),
@@ -59,6 +61,8 @@ def agent_json(agent: Agent, schedule: dict | None) -> dict:
         "timeoutSeconds": agent.timeout_seconds,
         "maxRetries": agent.max_retries,
         "heartbeatSeconds": agent.heartbeat_seconds,
+        "budget": agent.budget.to_json() if agent.budget is not None else None,
+        "pauseAfterFailures": agent.pause_after_failures,
         "createdAt": iso(agent.created_at),
         "updatedAt": iso(agent.updated_at),
         "schedule": schedule,
@@ -102,6 +106,7 @@ def session_json(s: Session, *, now: float | None = None, paused: bool = False) 
         "lastHeartbeatAt": iso(s.last_heartbeat_at),
         "progress": _progress_json(s.progress),
         "usage": s.usage,
+        "rateLimitedWaits": s.rate_limited_waits,
     }
 
 

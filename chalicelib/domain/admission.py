@@ -27,7 +27,8 @@ goes to the waiting tenant with the fewest runs holding slots (ties: the oldest
 waiting run first), so with equal shares the slots go round-robin across
 tenants and one tenant's backlog cannot hold another back. Aging lifts a run
 one level per ``aging_seconds`` waited (since it became eligible), never above
-HIGH.
+HIGH. Backfill runs do not age: a backfill is old on purpose (its fires are in the
+past) and must never overtake live runs of a higher priority.
 """
 from __future__ import annotations
 
@@ -162,9 +163,10 @@ def candidate_windows(c: Candidate, now: float, lookahead: float) -> list[str]:
 
 def aged_rank(c: Candidate, now: float, aging_seconds: float) -> int:
     """The priority rank ``c`` is admitted at: one level higher per ``aging_seconds`` waited
-    since it became eligible, never above HIGH (a run already HIGH or CRITICAL keeps its rank)."""
+    since it became eligible, never above HIGH (a run already HIGH or CRITICAL keeps its rank;
+    a backfill run keeps its rank: it waits behind live runs by design)."""
     rank = c.priority.rank
-    if aging_seconds <= 0 or rank <= Priority.HIGH.rank:
+    if aging_seconds <= 0 or rank <= Priority.HIGH.rank or c.backfill:
         return rank
     waited = now - c.eligible_at
     if waited < aging_seconds:

@@ -188,11 +188,15 @@ def after_expiry(reason: EndedBy, *, heartbeat_seconds: int | None, timeout_seco
 
 
 def after_fail(*, category: ErrorCategory, message: str, non_retryable: bool, retry_after: float | None,
-               attempt: int, max_attempts: int, cancel_requested: bool, now: float, backoff: Backoff) -> Transition:
-    """A ``fail`` callback through the outcome table; ``nonRetryable`` leaves no attempts."""
+               attempt: int, max_attempts: int, cancel_requested: bool, now: float, backoff: Backoff,
+               rate_limited_waits: int = 0, max_rate_limited_waits: int = 0) -> Transition:
+    """A ``fail`` callback through the outcome table; ``nonRetryable`` leaves no attempts (and
+    no rate-limited waits)."""
     return after_attempt(ok=False, category=category, message=message, output=None, retry_after=retry_after,
                          attempt=attempt, max_attempts=attempt if non_retryable else max_attempts,
-                         cancel_requested=cancel_requested, now=now, backoff=backoff)
+                         cancel_requested=cancel_requested, now=now, backoff=backoff,
+                         rate_limited_waits=rate_limited_waits,
+                         max_rate_limited_waits=0 if non_retryable else max_rate_limited_waits)
 
 
 def allow_progress_event(last_event_at: float | None, now: float, percent: float,

@@ -53,7 +53,8 @@ MAX_CONFLICTS = 100  # conflicts returned (after collapsing repeats)
 MAX_LEAD_SECONDS = 6 * 3600  # runs started this long before the window still count
 MAX_PLACEMENT_TRIES = 400  # candidate expressions checked for HOT_MINUTE suggestions, per analysis
 
-_OVERLAP_LIMIT = {OverlapPolicy.SKIP: 1, OverlapPolicy.QUEUE_ONE: 2, OverlapPolicy.ALLOW: None}
+_OVERLAP_LIMIT = {OverlapPolicy.SKIP: 1, OverlapPolicy.QUEUE_ONE: 2, OverlapPolicy.ALLOW: None,
+                  OverlapPolicy.CANCEL_PREVIOUS: None}
 _TYPE_ORDER = {"SELF_OVERLAP": 0, "CAPACITY": 1, "HOT_MINUTE": 2}
 _DIVISORS_60 = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60)
 _DIVISORS_24 = (1, 2, 3, 4, 6, 8, 12)
@@ -386,6 +387,8 @@ def _self_overlaps(
             tail = f"with overlapPolicy SKIP {skipped[i]} of {in_window} fires would be skipped"
         elif policy is OverlapPolicy.QUEUE_ONE:
             tail = f"with overlapPolicy QUEUE_ONE runs queue behind each other and {skipped[i]} of {in_window} fires would be skipped"
+        elif policy is OverlapPolicy.CANCEL_PREVIOUS:
+            tail = f"with overlapPolicy CANCEL_PREVIOUS each fire would cancel the run before it ({len(hits)} time(s))"
         else:
             tail = f"with overlapPolicy ALLOW up to {_max_concurrent(times, e.expected_seconds)} runs would overlap"
         if len(hits) < len(times) - 1 and median_gap >= e.expected_seconds:

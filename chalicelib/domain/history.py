@@ -37,7 +37,8 @@ class HistoryEntry:
 
 
 def _without_bookkeeping(spec: ScheduleSpec) -> ScheduleSpec:
-    return ScheduleSpec(**{**spec.__dict__, "updated_at": 0.0, "disabled_periods": (), "enabled": True})
+    return ScheduleSpec(**{**spec.__dict__, "updated_at": 0.0, "disabled_periods": (), "enabled": True,
+                           "disabled_reason": None})
 
 
 def change_action(before: ScheduleSpec | None, after: ScheduleSpec | None, *, saved: bool = False) -> HistoryAction | None:

@@ -74,6 +74,7 @@ class OverlapPolicy(str, enum.Enum):
     SKIP = "SKIP"
     QUEUE_ONE = "QUEUE_ONE"
     ALLOW = "ALLOW"
+    CANCEL_PREVIOUS = "CANCEL_PREVIOUS"  # the earlier queued or running run is cancelled; this one starts
 
 
 class SkipReason(str, enum.Enum):
@@ -83,6 +84,7 @@ class SkipReason(str, enum.Enum):
     DISABLED = "DISABLED"
     OUTSIDE_WINDOW = "OUTSIDE_WINDOW"  # before startAt or after endAt
     EXCLUDED_DATE = "EXCLUDED_DATE"  # on one of the schedule's excludeDates (local)
+    BUDGET_EXHAUSTED = "BUDGET_EXHAUSTED"  # the agent's daily budget was used up that day
 
 
 class AgentKindName(str, enum.Enum):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from chalicelib.domain.budget import Budget
 from chalicelib.domain.model import Priority, SessionStatus, Trigger
 from chalicelib.domain.schedule import ScheduleSpec
 
@@ -33,6 +34,8 @@ class Agent:
     pools: tuple[str, ...] = ()
     signing_keys: dict[str, Any] | None = None  # webhook agents: encrypted signing secrets (agents/signing.py)
     heartbeat_seconds: int | None = None  # an async attempt with no callback this long times out
+    budget: Budget | None = None  # daily limits (runs, runtime, cost), or None
+    pause_after_failures: int | None = None  # consecutive DEAD runs that disable the schedule, or None
 
     def with_(self, **changes: Any) -> "Agent":
         return replace(self, **changes)
@@ -92,6 +95,7 @@ class Session:
     progress: dict[str, Any] | None = None  # the latest {percent, message, at} an agent reported
     progress_event_at: float | None = None  # when the last agent:progress event of a callback went out
     usage: dict[str, Any] | None = None  # what the agent reported it used
+    rate_limited_waits: int = 0  # attempts that ended RATE_LIMITED and waited without using a retry
 
     def with_(self, **changes: Any) -> "Session":
         return replace(self, **changes)

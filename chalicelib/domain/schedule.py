@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence
 
+from chalicelib.domain.brakes import paused_at
 from chalicelib.domain.cron import CronSchedule
 from chalicelib.domain.expressions import CronFires, ExcludedDates, FireTimes
 from chalicelib.domain.ids import jitter_offset
@@ -40,6 +41,8 @@ class ScheduleSpec:
     disabled_periods: tuple[Period, ...] = ()
     anchor_at: float | None = None  # rate(): the instant its fires count from
     exclude_dates: tuple[str, ...] = ()  # local YYYY-MM-DD dates whose fires never run
+    paused_until: float | None = None  # fires before it are SKIPPED (PAUSED); after it, it fires again
+    disabled_reason: str | None = None  # the system disabled it (brakes.DisabledReason); None: a person did
 
     @property
     def expression(self) -> str:
@@ -67,6 +70,8 @@ class ScheduleSpec:
             "disabledPeriods": [list(p) for p in self.disabled_periods],
             "anchorAt": self.anchor_at,
             "excludeDates": list(self.exclude_dates),
+            "pausedUntil": self.paused_until,
+            "disabledReason": self.disabled_reason,
         }
 
     @classmethod
@@ -90,6 +95,8 @@ class ScheduleSpec:
             ),
             anchor_at=None if item.get("anchorAt") is None else float(item["anchorAt"]),
             exclude_dates=tuple(item.get("excludeDates") or ()),
+            paused_until=None if item.get("pausedUntil") is None else float(item["pausedUntil"]),
+            disabled_reason=item.get("disabledReason"),
         )
 
 
@@ -172,7 +179,7 @@ def plan_fires(
       which of them run (the window counts from the scheduled time); the others are
       SKIPPED with the reason;
     - fires before ``startAt`` or after ``endAt`` are skipped as OUTSIDE_WINDOW, fires
-      on an excluded date as EXCLUDED_DATE;
+      on an excluded date as EXCLUDED_DATE, fires before ``pausedUntil`` as PAUSED;
     - the overlap policy then applies against the agent's active runs for fires already
       due; for fires ahead of ``now`` the worker applies it when the run starts.
 
@@ -231,6 +238,8 @@ def plan_fires(
             skip(f, SkipReason.OUTSIDE_WINDOW)
         elif excluded and excluded.excludes(f):
             skip(f, SkipReason.EXCLUDED_DATE)
+        elif paused_at(f, spec.paused_until):
+            skip(f, SkipReason.PAUSED)
         elif sched < now - late_tolerance or in_periods(f, paused_periods) or in_periods(f, spec.disabled_periods):
             missed.append((f, sched))  # a fire inside a pause or a disabled period was missed, however recent
         else:
@@ -254,7 +263,8 @@ def plan_fires(
                 skip(f, skip_reason_for(f, spec, paused_periods))
 
     active = active_runs
-    limit = {OverlapPolicy.SKIP: 1, OverlapPolicy.QUEUE_ONE: 2, OverlapPolicy.ALLOW: None}[
+    limit = {OverlapPolicy.SKIP: 1, OverlapPolicy.QUEUE_ONE: 2, OverlapPolicy.ALLOW: None,
+             OverlapPolicy.CANCEL_PREVIOUS: None}[
         spec.overlap_policy
     ]
     for f, sched in chosen_missed + candidates:

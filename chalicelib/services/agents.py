@@ -16,6 +16,7 @@ from chalicelib.agents.signing import new_secret, rotated
 from chalicelib.api import schemas
 from chalicelib.api.serialize import agent_json, iso, schedule_fields_json, schedule_json, session_json
 from chalicelib.api.validation import parse_datetime, validate
+from chalicelib.domain.budget import parse_budget
 from chalicelib.domain.cron import CronError, CronSchedule, parse_timezone
 from chalicelib.domain.expressions import (
     AtFires,
@@ -96,6 +97,12 @@ def upcoming_fires(spec: ScheduleSpec, fires: FireTimes, next_run_at: float | No
     if next_run_at is None or n <= 0:
         return []
     excluded = spec.excluded
+    if spec.paused_until is not None and next_run_at < spec.paused_until:
+        # fires before pausedUntil are skipped: count from the first one at or after it
+        at = fires.next_after(datetime.fromtimestamp(spec.paused_until - 0.001, tz=timezone.utc))
+        if at is None:
+            return []
+        next_run_at = at.timestamp()
     first = [] if excluded.excludes(next_run_at) else [next_run_at]
     rest = (t.timestamp() for t in excluded.included_after(fires, datetime.fromtimestamp(next_run_at, tz=timezone.utc)))
     out: list[float] = []
@@ -136,6 +143,8 @@ class AgentService:
             created_at=now,
             updated_at=now,
             heartbeat_seconds=body.get("heartbeatSeconds"),
+            budget=parse_budget(body.get("budget")),
+            pause_after_failures=body.get("pauseAfterFailures"),
         )
         agent = self._with_limits(tenant_id, agent, body)
         secret = None
@@ -143,7 +152,7 @@ class AgentService:
             secret = new_secret()
             agent = agent.with_(signing_keys=rotated(None, self._encrypt(secret, agent), now, revoke_previous=True))
         self.c.agents.create(agent)
-        return self._with_contract_fields(agent_json(agent, None), agent, secret)
+        return self._with_contract_fields(self.agent_view(agent), agent, secret)
 
     # --- the agent contract: signing secrets and timeouts ----------------------------------
     def _encrypt(self, secret: str, agent: Agent) -> str:
@@ -209,8 +218,18 @@ class AgentService:
             raise NotFound(f"agent {agent_id!r} not found")
         return agent
 
-    def agent_view(self, agent: Agent) -> dict:
-        return agent_json(agent, self._schedule_view(agent) if agent.schedule else None)
+    def agent_view(self, agent: Agent, usages: dict | None = None) -> dict:
+        """An agent as answers show it, with today's ``budgetUsage`` (null without a budget; read
+        here unless ``usages``, read for a whole page at once, has it)."""
+        from chalicelib.services.brakes import budget_usage_json
+
+        out = agent_json(agent, self._schedule_view(agent) if agent.schedule else None)
+        if usages is not None:
+            usage = usages.get((agent.tenant_id, agent.agent_id))
+            out["budgetUsage"] = usage.to_json() if usage is not None else None
+        else:
+            out["budgetUsage"] = budget_usage_json(self.c, agent, self.now())
+        return out
 
     def get(self, tenant_id: str, agent_id: str) -> dict:
         return self.agent_view(self.get_agent(tenant_id, agent_id))
@@ -219,7 +238,10 @@ class AgentService:
         """A page of agents; ``label``: ``key=value`` selectors that must all hold."""
         wanted = parse_selector(label or [])
         items, nxt = self.c.agents.list(tenant_id, limit, token, wanted) if wanted else self.c.agents.list(tenant_id, limit, token)
-        return {"items": [self.agent_view(a) for a in items], "nextToken": nxt}
+        from chalicelib.services.brakes import budget_usages
+
+        usages = budget_usages(self.c, items, self.now())  # one batch read for the page's budgets
+        return {"items": [self.agent_view(a, usages) for a in items], "nextToken": nxt}
 
     def patch(self, tenant_id: str, agent_id: str, body: dict) -> dict:
         body = validate(body, schemas.AGENT_PATCH)
@@ -239,6 +261,9 @@ class AgentService:
                 max_retries=body.get("maxRetries", agent.max_retries),
                 heartbeat_seconds=body.get("heartbeatSeconds") if "heartbeatSeconds" in body else agent.heartbeat_seconds,
                 updated_at=self.now(),
+                budget=parse_budget(body["budget"]) if "budget" in body else agent.budget,
+                pause_after_failures=body.get("pauseAfterFailures") if "pauseAfterFailures" in body
+                else agent.pause_after_failures,
             )
             updated = self._with_limits(tenant_id, updated, body)
             self._check_timeout(updated.kind, updated.timeout_seconds)
@@ -263,6 +288,19 @@ class AgentService:
             self.c.dispatcher.dispatch_soon(self.c.agents.get(tenant_id, agent_id) or updated)
         return self._with_contract_fields(self.agent_view(updated), updated, made.get("secret"))
 
+    def bulk_cancel(self, tenant_id: str, body: dict) -> dict:
+        """``POST /api/sessions/cancel``: the caller's own unfinished runs matching the filters."""
+        from chalicelib.services.brakes import bulk_cancel
+
+        body = validate(body, schemas.BULK_CANCEL)
+        if not body.get("agentIds") and not body.get("scheduledBefore"):
+            raise ValidationError("agentIds", "agentIds or scheduledBefore is required (a bulk cancel needs a filter)")
+        n = bulk_cancel(self.c, tenant_id, body.get("agentIds"), body.get("statuses"),
+                        _opt_time(body.get("scheduledBefore"), "scheduledBefore"))
+        if n:
+            self.c.dispatcher.admit_pending()
+        return {"cancelled": n}
+
     def delete(self, tenant_id: str, agent_id: str) -> None:
         self.get_agent(tenant_id, agent_id)
         if not self.c.agents.delete(tenant_id, agent_id):
@@ -272,7 +310,8 @@ class AgentService:
         except SchedulerError:
             log.exception("could not delete the schedule history", extra={"agent_id": agent_id})
 
-    def _mutate(self, tenant_id: str, agent_id: str, change, *, saved: bool = False) -> Agent:
+    def _mutate(self, tenant_id: str, agent_id: str, change, *, saved: bool = False,
+                changed_by: str | None = None) -> Agent:
         """Read, change, write under the condition that the tick did not move the schedule
         (and nobody changed it) meanwhile; on a lost race read again (a normal outcome, not
         an error). ``saved``: the change writes the schedule on purpose (a new version even
@@ -281,7 +320,7 @@ class AgentService:
             agent = self.get_agent(tenant_id, agent_id)
             updated = change(agent)
             try:
-                return self._save(updated, must_exist=True, expected=agent, saved=saved)
+                return self._save(updated, must_exist=True, expected=agent, saved=saved, changed_by=changed_by)
             except ConditionFailed:
                 continue
         raise Conflict(f"agent {agent_id!r} is changing too fast; try again")
@@ -364,6 +403,7 @@ class AgentService:
                     f"of the schedule ({int(gap)} s)",
                 )
         excluded = exclude_dates_from(body.get("excludeDates"), prefix)
+        paused_until = _opt_time(body.get("pausedUntil"), f"{prefix}pausedUntil")
         spec = ScheduleSpec(
             cron_expression=fires.expression,
             timezone=tz,
@@ -380,13 +420,17 @@ class AgentService:
             disabled_periods=() if body.get("enabled", True) else ((now, None),),
             anchor_at=anchor,
             exclude_dates=excluded,
+            paused_until=paused_until,
         )
         return spec, fires
 
     def first_fire(self, spec: ScheduleSpec, cron: FireTimes | CronSchedule, after: float) -> float | None:
-        """The schedule's first fire strictly after ``after`` (from startAt on); None: it never fires."""
+        """The schedule's first fire strictly after ``after`` (from startAt and pausedUntil on); None:
+        it never fires. The fires a pause leaves out are never planned (the ledger shows them
+        SKIPPED, PAUSED, without a record each)."""
         fires = as_fire_times(cron)
         after = max(after, (spec.start_at - 0.001) if spec.start_at else after)
+        after = max(after, (spec.paused_until - 0.001) if spec.paused_until else after)
         nxt = fires.next_after(datetime.fromtimestamp(after, tz=timezone.utc))
         if nxt is None:
             return None
@@ -437,13 +481,15 @@ class AgentService:
 
         self._mutate(tenant_id, agent_id, change)
 
-    def with_enabled(self, agent: Agent, enabled: bool, now: float) -> Agent:
-        """The agent with its schedule enabled or disabled (unchanged if already so)."""
+    def with_enabled(self, agent: Agent, enabled: bool, now: float, reason: str | None = None) -> Agent:
+        """The agent with its schedule enabled or disabled (unchanged if already so). ``reason``:
+        why the system disabled it (enabling clears it)."""
         spec = agent.schedule
         if spec.enabled == enabled:
             return agent
         periods = close_period(spec.disabled_periods, now) if enabled else add_period_start(spec.disabled_periods, now)
-        new_spec = ScheduleSpec(**{**spec.__dict__, "enabled": enabled, "updated_at": now, "disabled_periods": periods})
+        new_spec = ScheduleSpec(**{**spec.__dict__, "enabled": enabled, "updated_at": now, "disabled_periods": periods,
+                                   "disabled_reason": None if enabled else reason})
         next_run_at = agent.next_run_at
         if enabled and next_run_at is None:
             next_run_at = self.first_fire(new_spec, fire_times_for(new_spec, agent.agent_id), now)
@@ -510,6 +556,9 @@ class AgentService:
     def run_now(self, tenant_id: str, agent_id: str, body: dict) -> dict:
         body = validate(body, schemas.RUN_NOW)
         agent = self.get_agent(tenant_id, agent_id)
+        from chalicelib.services.brakes import check_run_now
+
+        check_run_now(self.c, agent, self.now())
         default = agent.schedule.priority if agent.schedule else Priority.NORMAL
         priority = Priority(body["priority"]) if "priority" in body else default
         s = self.c.dispatcher.submit_manual(agent, priority, body.get("input"))

@@ -186,7 +186,8 @@ class CallbackService:
                 category=ErrorCategory(body.get("category", ErrorCategory.AGENT_ERROR.value)), message=body["message"],
                 non_retryable=bool(body.get("nonRetryable")), retry_after=body.get("retryAfterSeconds"),
                 attempt=s.attempt, max_attempts=s.max_attempts, cancel_requested=s.cancel_requested, now=now,
-                backoff=self._backoff())
+                backoff=self._backoff(), rate_limited_waits=s.rate_limited_waits,
+                max_rate_limited_waits=self.c.settings.max_rate_limited_waits)
             ended_by = cb.EndedBy.FAILED
         if not end_attempt(self.c, s, t, now, duration_ms, ended_by=ended_by.value, end_hash=call_hash,
                            usage=body.get("usage"), tx_nonce=nonce):

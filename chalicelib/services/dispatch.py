@@ -35,10 +35,11 @@ from chalicelib.domain.admission import (
     plan_admission,
     send_delay,
 )
+from chalicelib.domain.budget import fire_blocked
 from chalicelib.domain.cron import CronSchedule
 from chalicelib.domain.expressions import fire_times_for
 from chalicelib.domain.ids import jitter_offset, manual_session_id, scheduled_session_id
-from chalicelib.domain.model import OverlapPolicy, Priority, SessionStatus, Trigger
+from chalicelib.domain.model import OverlapPolicy, Priority, SessionStatus, SkipReason, Trigger
 from chalicelib.domain.records import STAGE_ADMITTED, STAGE_PENDING, Agent, Session
 from chalicelib.domain.runflow import Backoff, Next, after_abandoned
 from chalicelib.domain.schedule import add_period_start, close_period, plan_fires
@@ -170,11 +171,17 @@ class Dispatcher:
 
     def _write_schedules(self, due: list[Agent], now: float, pauses, report: TickReport) -> list[Session]:
         plans = []
+        try:
+            budgets = self._budget_days(due, now)
+        except SchedulerError:  # the budgeted schedules stay due; the next tick plans them
+            log.exception("budget counters not read; schedules with a budget wait for the next tick")
+            budgets, due = {}, [a for a in due if a.budget is None]
         for agent in due:
             with observability.bind_schedule(tenant_id=agent.tenant_id, agent_id=agent.agent_id,
                                              fire_time=agent.next_run_at):
                 try:
-                    plans.append(self._plan_schedule(agent, now, pauses))
+                    usage = budgets.get((agent.tenant_id, agent.agent_id))
+                    plans.append(self._plan_schedule(agent, now, pauses, usage=usage))
                     log.debug("schedule planned", extra={"sessions": len(plans[-1].sessions)})
                 except Exception:  # a schedule that cannot be planned must not stop the others
                     log.exception("schedule could not be planned")
@@ -208,7 +215,14 @@ class Dispatcher:
             out.extend(self.c.agents.query_due(f"d{n:03d}", until))
         return out
 
-    def _plan_schedule(self, agent: Agent, now: float, pauses) -> SchedulePlan:
+    def _budget_days(self, due: list[Agent], now: float) -> dict:
+        """Today's budget counters of the due agents that have a budget (one batch read per 100)."""
+        from chalicelib.domain.budget import budget_day
+
+        wanted = [(a.tenant_id, a.agent_id, budget_day(now, a.budget.timezone)) for a in due if a.budget is not None]
+        return self.c.runs.budget_usages(wanted) if wanted else {}
+
+    def _plan_schedule(self, agent: Agent, now: float, pauses, usage=None) -> SchedulePlan:
         spec = agent.schedule
         cron = fire_times_for(spec, agent.agent_id)  # cron, rate() or at()
         plan = plan_fires(
@@ -249,9 +263,10 @@ class Dispatcher:
                 max_attempts=agent.max_retries + 1,
                 timeout_seconds=agent.timeout_seconds,
             )
-            if hasattr(e, "reason"):
+            if hasattr(e, "reason") or fire_blocked(agent.budget, usage, fire_at):
+                reason = e.reason.value if hasattr(e, "reason") else SkipReason.BUDGET_EXHAUSTED.value
                 sessions.append(Session(status=SessionStatus.SKIPPED, scheduled_for=fire_at, finished_at=now,
-                                        skip_reason=e.reason.value, **common))
+                                        skip_reason=reason, **common))
             else:
                 sessions.append(Session(status=SessionStatus.QUEUED, scheduled_for=e.scheduled_for,
                                         stage=STAGE_PENDING, check_overlap=check and active > 0, **common))
@@ -394,7 +409,8 @@ class Dispatcher:
                         report.counters["async_expired"] += 1
                 elif s.status is SessionStatus.RUNNING:
                     t = after_abandoned(attempt=s.attempt, max_attempts=s.max_attempts,
-                                        cancel_requested=s.cancel_requested, now=now, backoff=self._backoff())
+                                        cancel_requested=s.cancel_requested, now=now, backoff=self._backoff(),
+                                        rate_limited_waits=s.rate_limited_waits)
                     end_attempt(self.c, s, t, now, duration_ms=None, ended_by="SUPERSEDED")
                     if report:
                         report.recovered += 1

@@ -34,6 +34,7 @@ from chalicelib.adapters.tables import AgentTenantModel, SessionModel
 from chalicelib.api import schemas
 from chalicelib.api.serialize import iso
 from chalicelib.api.validation import parse_datetime, query_int, validate
+from chalicelib.domain.brakes import paused_at
 from chalicelib.domain.conflicts import DEFAULT_WINDOW_HOURS, MAX_WINDOW_HOURS
 from chalicelib.domain.expressions import FireTimes, fire_times_for
 from chalicelib.domain.ids import jitter_offset, scheduled_session_id
@@ -386,6 +387,9 @@ def fire_ledger(
             continue
         if spec.exclude_dates and excluded.excludes(f):
             out.append(LedgerEntry(f, SessionStatus.SKIPPED.value, None, SkipReason.EXCLUDED_DATE.value))
+            continue
+        if paused_at(f, spec.paused_until):
+            out.append(LedgerEntry(f, SessionStatus.SKIPPED.value, None, SkipReason.PAUSED.value))
             continue
         unprocessed = next_run_at is not None and f >= next_run_at
         scheduled = f + jitter_offset(agent_id, f, spec.jitter_seconds)  # judged like the tick does

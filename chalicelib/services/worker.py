@@ -14,6 +14,7 @@ is decided by ``domain.runflow``; this module executes it.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
@@ -146,6 +147,9 @@ def end_attempt(c, s: Session, t: Transition, now: float, duration_ms: int | Non
     cb = dict(ended_by=ended_by, end_hash=end_hash, usage=usage, tx_nonce=tx_nonce, expect_lease=expect_lease)
     from chalicelib.services import metrics
 
+    if usage is not None and t.usage is None:  # reported by callback: it counts like an answer's
+        t = dataclasses.replace(t, usage=usage)
+    charge = _budget_charge(c, s, t, now, duration_ms)
     keep = _keep_for_retry(c, s, t, now)
     # A retry keeps its slot only if no waiting run comes first: always look (retries are rare;
     # the hint alone can lag a run the tick has just created).
@@ -156,15 +160,15 @@ def end_attempt(c, s: Session, t: Transition, now: float, duration_ms: int | Non
         keep = None
     try:
         res = c.runs.finish(s, t, now, duration_ms, hand_off=hand, keep=keep,
-                            release_if_idle=hand is None and keep is None and bool(s.slot), **cb)
+                            release_if_idle=hand is None and keep is None and bool(s.slot), charge=charge, **cb)
     except WaitingHint:
         hand = _next_waiting(c, s, now)
         if keep is not None and (hand is None or _order(keep.candidate) < _order(hand[1].candidate)):
-            res = c.runs.finish(s, t, now, duration_ms, keep=None, hand_off=None, **cb)
+            res = c.runs.finish(s, t, now, duration_ms, keep=None, hand_off=None, charge=charge, **cb)
             keep = None
         else:
             keep = None
-            res = c.runs.finish(s, t, now, duration_ms, hand_off=hand, **cb)
+            res = c.runs.finish(s, t, now, duration_ms, hand_off=hand, charge=charge, **cb)
         if hand is None and not _any_waiting(c, now):
             c.runs.set_waiting([s.slot], False)  # nothing could start: the hint was stale
     if not res.ok:
@@ -202,7 +206,25 @@ def end_attempt(c, s: Session, t: Transition, now: float, duration_ms: int | Non
             message="cancelled on request", will_retry=False, next_attempt_at=None))
     else:
         _dead_side_effects(c, s, t, now, duration_ms)
+    if final is not Next.RETRY:
+        from chalicelib.services import brakes
+
+        brakes.after_run(c, s, final is Next.DEAD, charge, now)
     return True
+
+
+def _budget_charge(c, s: Session, t: Transition, now: float, duration_ms: int | None):
+    """What this end of an attempt adds to the agent's budget day (None: no budget)."""
+    from chalicelib.domain.budget import charge_for
+
+    try:
+        agent = c.agents.get_cached(s.tenant_id, s.agent_id, now)
+    except SchedulerError:
+        log.exception("agent not read; the attempt is not counted against its budget")
+        return None
+    if agent is None or agent.budget is None:
+        return None
+    return charge_for(agent.budget, now=now, final=t.final, duration_ms=duration_ms, usage=t.usage)
 
 
 def _dead_side_effects(c, s: Session, t: Transition, now: float, duration_ms: int | None) -> None:
@@ -377,13 +399,29 @@ class Worker:
             ok=outcome.ok, category=outcome.category, message=outcome.message, output=outcome.output,
             retry_after=outcome.retry_after, attempt=s.attempt, max_attempts=s.max_attempts,
             cancel_requested=ctx.cancel_requested, now=end, backoff=_backoff(self.s, self.rand),
+            usage=outcome.usage, rate_limited_waits=s.rate_limited_waits,
+            max_rate_limited_waits=self.s.max_rate_limited_waits,
         )
         if not end_attempt(self.c, s, t, end, duration_ms, waiting=d.waiting, counters=self.counters,
                            usage=outcome.usage):
             return "superseded"
+        if outcome.category is ErrorCategory.RATE_LIMITED:
+            self._block_pools(s, agent, t, outcome.retry_after, end)
         name = {Next.SUCCEEDED: "succeeded", Next.RETRY: "retrying", Next.DEAD: "dead", Next.CANCELLED: "cancelled"}[t.next]
         self._count(name)
         return "succeeded" if outcome.ok else (outcome.category.value if outcome.category else "failed")
+
+    def _block_pools(self, s: Session, agent, t: Transition, retry_after: float | None, now: float) -> None:
+        """A provider's rate limit backs off every agent that shares the agent's pools: no new run
+        of them starts before the time this run waits for (runs already started go on)."""
+        pools = tuple(getattr(agent, "pools", ()) or ())
+        until = t.next_attempt_at if t.next_attempt_at is not None else now + (retry_after or 0.0)
+        if not pools or until <= now:
+            return
+        try:
+            self.c.pool_service.block(s.tenant_id, pools, until)
+        except SchedulerError as exc:  # the run's own wait holds; the shared back-off is best effort
+            log.warning("pools not blocked after a rate limit: %s", exc)
 
     def _accepted(self, s: Session, agent, ctx: RunContext, now: float) -> str:
         """The agent took the run asynchronously (it answered 202): the run stays RUNNING,
@@ -423,7 +461,8 @@ class Worker:
                 return "expired"
             # The worker that ran it stopped: end that attempt; the run goes back through admission.
             t = after_abandoned(attempt=s.attempt, max_attempts=s.max_attempts,
-                                cancel_requested=s.cancel_requested, now=now, backoff=_backoff(self.s, self.rand))
+                                cancel_requested=s.cancel_requested, now=now, backoff=_backoff(self.s, self.rand),
+                                rate_limited_waits=s.rate_limited_waits)
             end_attempt(self.c, s, t, now, None, counters=self.counters, ended_by="SUPERSEDED")
             self._count("abandoned")
             return "abandoned"
@@ -439,6 +478,9 @@ class Worker:
         agent = self.c.agents.get_cached(d.tenant_id, d.agent_id, now)
         spec = agent.schedule if agent else None
         if spec is None or spec.overlap_policy is OverlapPolicy.ALLOW:
+            return None
+        if spec.overlap_policy is OverlapPolicy.CANCEL_PREVIOUS:
+            self._cancel_previous(d, now)
             return None
         others = [o for o in self.c.sessions.recent(d.agent_id, 20)
                   if o.session_id != d.session_id and o.status is SessionStatus.RUNNING
@@ -460,6 +502,31 @@ class Worker:
             self.c.events.skipped([s.with_(status=SessionStatus.SKIPPED, skip_reason="OVERLAP")])
             return "skipped"
         return "duplicate"
+
+    def _cancel_previous(self, d: Delivery, now: float) -> int:
+        """Overlap CANCEL_PREVIOUS: every earlier run of the agent still queued or running is
+        cancelled (through the ordinary cancel path) before this one starts."""
+        from chalicelib.domain.model import ACTIVE_STATUSES
+
+        n = 0
+        for o in self.c.sessions.recent(d.agent_id, 20):
+            if o.session_id >= d.session_id or o.status not in ACTIVE_STATUSES or o.tenant_id != d.tenant_id:
+                continue
+            for _ in range(3):
+                try:
+                    done = self.c.dispatcher.cancel(o)
+                except SchedulerError:
+                    log.exception("earlier run not cancelled", extra={"session_id": o.session_id})
+                    break
+                if done is not None:
+                    n += 1
+                    break
+                o = self.c.runs.get(o.agent_id, o.session_id)
+                if o is None or o.status.finished:
+                    break
+        if n:
+            self._count("overlap_cancelled")
+        return n
 
 
 __all__ = ["Worker", "Delivery", "RunContext", "end_attempt", "STAGE_PENDING"]

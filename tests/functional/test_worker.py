@@ -197,7 +197,7 @@ def http_server():
 
 @pytest.mark.parametrize("code,result,status", [
     (200, "succeeded", "SUCCEEDED"),
-    (429, "TRANSIENT", "RETRYING"),
+    (429, "RATE_LIMITED", "RETRYING"),
     (500, "TRANSIENT", "RETRYING"),
     (404, "PERMANENT", "DEAD"),
 ])
@@ -208,8 +208,9 @@ def test_http_kind_outcomes(api, system, clock, http_server, code, result, statu
     assert work(system, take(system)) == [result]
     s = session(api, aid, sid)
     assert s["status"] == status
-    if code == 429:  # Retry-After: 7 beats the (zero) jittered backoff
+    if code == 429:  # a rate-limited wait lasts Retry-After (7 s) and uses no retry
         assert api_time(s["nextAttemptAt"]) - clock.now().timestamp() == pytest.approx(7, abs=0.01)
+        assert s["rateLimitedWaits"] == 1
     if code == 200:
         assert s["output"]["status"] == 200 and s["output"]["body"] == {"code": 200}
 

@@ -183,10 +183,12 @@ def test_every_call_is_granted(recorder):
                 return handler(c, {"requestContext": {"connectionId": connection_id}, **extra})
 
         ws_event(ws.on_connect, "websocket_connect", "conn-1", queryStringParameters={"token": token})
-        echo = call("POST", "/api/agents", {"name": "echo", "kind": "echo"}, key="create-echo")
+        echo = call("POST", "/api/agents", {"name": "echo", "kind": "echo", "budget": {"maxRunsPerDay": 100},
+                                            "config": {"usage": {"costUsd": 0.01}}}, key="create-echo")
         call("POST", "/api/agents/missing/run", {}, key="run-missing")
-        fail = call("POST", "/api/agents", {"name": "fail", "kind": "fail", "maxRetries": 0,
+        fail = call("POST", "/api/agents", {"name": "fail", "kind": "fail", "maxRetries": 0, "pauseAfterFailures": 1,
                                             "config": {"category": "PERMANENT"}})
+        call("POST", f"/api/agents/{fail.get('id')}/schedule", {"cronExpression": "30 * * * *"})
         lam = call("POST", "/api/agents", {"name": "lambda", "kind": "lambda", "maxRetries": 0,
                                            "config": {"functionName": AGENT_FUNCTION}})
         hook = call("POST", "/api/agents", {"name": "hook", "kind": "webhook", "maxRetries": 0,
@@ -210,6 +212,7 @@ def test_every_call_is_granted(recorder):
         run = call("POST", f"/api/agents/{echo.get('id')}/run", {})
         call("GET", f"/api/agents/{echo.get('id')}/sessions/{run.get('sessionId')}")
         call("POST", f"/api/agents/{echo.get('id')}/sessions/{run.get('sessionId')}/cancel")
+        call("POST", "/api/sessions/cancel", {"agentIds": [echo.get("id")]})
         call("GET", "/api/dlq")
         call("GET", "/api/dlq", who=admin)
         call("POST", "/api/dlq/redrive", {})
@@ -242,7 +245,8 @@ def test_every_call_is_granted(recorder):
     reached = {
         "worker": {("sns:Publish", "topic:alerts"), ("lambda:InvokeFunction", "lambda:agents"),
                    ("kms:Decrypt", "kms:signing"),
-                   ("sqs:SendMessage", "queue:dlq"), ("execute-api:ManageConnections", "ws:connections")},
+                   ("sqs:SendMessage", "queue:dlq"), ("execute-api:ManageConnections", "ws:connections"),
+                   ("dynamodb:PutItem", "table:agents")},  # pauseAfterFailures disabled a schedule (history)
         "tick": {("dynamodb:Query", "index:agents:due-index"), ("execute-api:ManageConnections", "ws:connections")},
         "api_handler": {("sqs:ReceiveMessage", "queue:dlq"), ("sqs:SendMessage", "queue:work"),
                         ("secretsmanager:GetSecretValue", "secret:jwt"), ("kms:Encrypt", "kms:signing")},

@@ -117,6 +117,15 @@ def test_aging_lifts_one_level_per_period_never_above_high():
     assert aged_rank(cand("c", prio="CRITICAL", at=NOW - 99_999), NOW, 600) == Priority.CRITICAL.rank
 
 
+def test_a_backfill_run_does_not_age_it_stays_behind_live_runs_of_higher_priority():
+    import dataclasses
+
+    old_backfill = dataclasses.replace(cand("bf", prio="LOW", agent="b", at=NOW - 99_999), backfill=True)
+    assert aged_rank(old_backfill, NOW, 600) == Priority.LOW.rank
+    cs = [old_backfill, cand("n1", prio="NORMAL", agent="n", at=NOW - 5)]
+    assert ids(plan(cs, free=1, aging_seconds=600)) == ["n1"]
+
+
 def test_an_aged_low_run_goes_before_fresh_normal_runs_but_not_before_critical():
     cs = [cand("crit", prio="CRITICAL", agent="c"), cand("n1", prio="NORMAL", agent="n", at=NOW - 5),
           cand("old", prio="LOW", agent="l", at=NOW - 1300)]

@@ -605,6 +605,13 @@ class Handler(BaseHTTPRequestHandler):
             self._send(201, body, {"Content-Type": "application/json"})
         elif path == "/429":
             self._send(429, b"slow down", {"Retry-After": "7"})
+        elif path == "/429-date":
+            self._send(429, b"", {"Retry-After": "Wed, 21 Oct 2015 07:28:30 GMT"})
+        elif path == "/usage":
+            self._send(200, b'{"answer": 1, "usage": {"inputTokens": 10, "outputTokens": 2, "costUsd": 0.01}}',
+                       {"Content-Type": "application/json"})
+        elif path == "/bad-usage":
+            self._send(200, b'{"answer": 1, "usage": {"inputTokens": -5}}', {"Content-Type": "application/json"})
         elif path == "/503-date":
             self._send(503, b"", {"Retry-After": "Wed, 21 Oct 2015 07:28:30 GMT"})
         elif path == "/500":
@@ -683,10 +690,27 @@ def test_head(server, deps):
     assert call({"url": f"{server}/json", "method": "HEAD"}, deps).output == {"status": 200, "body": None}
 
 
-def test_429_is_transient_with_retry_after(server, deps):
+def test_429_is_rate_limited_with_retry_after(server, deps):
     out = call({"url": f"{server}/429"}, deps)
-    assert (out.ok, out.category, out.retry_after) == (False, ErrorCategory.TRANSIENT, 7.0)
+    assert (out.ok, out.category, out.retry_after) == (False, ErrorCategory.RATE_LIMITED, 7.0)
     assert "429" in out.message and "slow down" in out.message
+
+
+def test_429_with_http_date_retry_after(server):
+    clock = FixedClock(datetime(2015, 10, 21, 7, 28, 0, tzinfo=timezone.utc))
+    kind = HttpKind(clock=clock)
+    deps = KindDeps(policy=AgentPolicy(net=NetPolicy(allow_loopback=True)))
+    out = execute(kind, kind.validate_config({"url": f"{server}/429-date"}), FakeContext(), deps, TIMEOUT)
+    assert (out.category, out.retry_after) == (ErrorCategory.RATE_LIMITED, 30.0)
+
+
+def test_a_top_level_usage_object_is_the_runs_usage(server, deps):
+    out = call({"url": f"{server}/usage"}, deps)
+    assert out.ok and out.usage == {"inputTokens": 10, "outputTokens": 2, "costUsd": 0.01}
+    assert out.output["body"]["answer"] == 1
+    bad = call({"url": f"{server}/bad-usage"}, deps)  # not a usage object: the run still succeeds, no usage
+    assert bad.ok and bad.usage is None
+    assert call({"url": f"{server}/json"}, deps).usage is None
 
 
 def test_503_with_http_date_retry_after(server):

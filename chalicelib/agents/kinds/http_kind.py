@@ -7,9 +7,10 @@ redirect could lead to an address that was not checked): a 3xx is PERMANENT and
 names where it pointed.
 
 Timeouts are always set: connect 5 s, read ``min(ctx.remaining_seconds(), 60)``.
-2xx succeeds; 408, 429 and 5xx are TRANSIENT (with ``Retry-After``); other
-3xx/4xx are PERMANENT; connection errors are TRANSIENT; a read timeout cut short
-by the run's deadline is TIMEOUT. At most 64 KB of the answer is read.
+2xx succeeds (a JSON answer's top-level ``usage`` object is the run's usage); 429 is
+RATE_LIMITED and 408 and 5xx are TRANSIENT (both with ``Retry-After``, seconds or an
+HTTP date); other 3xx/4xx are PERMANENT; connection errors are TRANSIENT; a read
+timeout cut short by the run's deadline is TIMEOUT. At most 64 KB of the answer is read.
 
 Secrets: header values marked secret (``Authorization``, ``Cookie``, names like
 ``X-Api-Key`` and the names in ``secretHeaders``) never appear in a message.
@@ -27,10 +28,11 @@ import urllib3
 from urllib3 import exceptions as u3
 
 from chalicelib.agents import validation as v
-from chalicelib.agents.base import AgentFailure, KindDeps, RunContext
+from chalicelib.agents.base import AgentFailure, KindDeps, Reported, RunContext
 from chalicelib.agents.jsonsafe import truncate_text
 from chalicelib.agents.net import BadUrl, GuardedHttp, TargetRefused
 from chalicelib.clock import Clock
+from chalicelib.domain.budget import reported_usage
 from chalicelib.domain.model import AgentKindName, ErrorCategory
 from chalicelib.errors import ValidationError
 
@@ -127,7 +129,8 @@ class HttpKind:
             out: dict = {"status": status, "body": _body(raw, content_type, truncated)}
             if truncated:
                 out["bodyTruncated"] = True
-            return out
+            usage = reported_usage(out["body"].get("usage")) if isinstance(out["body"], dict) else None
+            return Reported(out, usage) if usage is not None else out
 
         snippet = truncate_text(raw.decode("utf-8", errors="replace").strip(), 300)
         message = f"{target}: HTTP {status}" + (f": {snippet}" if snippet else "")
@@ -135,7 +138,8 @@ class HttpKind:
             retry_after = parse_retry_after(
                 response.headers.get("Retry-After"), self._clock.now()
             )
-            raise AgentFailure(ErrorCategory.TRANSIENT, message, retry_after=retry_after)
+            category = ErrorCategory.RATE_LIMITED if status == 429 else ErrorCategory.TRANSIENT
+            raise AgentFailure(category, message, retry_after=retry_after)
         if 300 <= status < 400 and response.headers.get("Location"):
             message += f" (redirect to {_redact(response.headers['Location'])} not followed)"
         raise AgentFailure(ErrorCategory.PERMANENT, message)
