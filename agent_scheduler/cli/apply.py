@@ -44,8 +44,11 @@ OPTIONAL_AGENT_FIELDS = ("maxConcurrency", "throttle", "budget", "heartbeatSecon
 KIND_CONFIG_DEFAULTS: dict[str, dict] = {
     "fail": {"category": "AGENT_ERROR"},
     "http": {"method": "GET", "headers": {}},
+    "webhook": {"headers": {}},
     "sleep": {"progressEvery": 1},
 }
+# The server fills these into a budget the file writes without them; a file that leaves them out agrees.
+BUDGET_DEFAULTS: dict[str, Any] = {"timezone": "UTC", "onExhausted": "SKIP"}
 SCHEDULE_DEFAULTS: dict[str, Any] = {
     "timezone": "UTC", "priority": "NORMAL", "enabled": True, "catchup": "LATEST", "catchupWindowSeconds": 3600,
     "overlapPolicy": "SKIP", "startAt": None, "endAt": None, "jitterSeconds": 0,
@@ -196,6 +199,13 @@ def normalized_config(kind: str, config: dict | None) -> dict:
     return {**KIND_CONFIG_DEFAULTS.get(kind, {}), **given}
 
 
+def normalized_budget(budget: Any) -> Any:
+    """A budget with the server's defaults filled in (None and {} stay: no budget)."""
+    if not isinstance(budget, dict) or not budget:
+        return budget
+    return {**BUDGET_DEFAULTS, **{k: v for k, v in budget.items() if v is not None}}
+
+
 def desired_fields(spec: dict, max_retries_default: int) -> dict:
     """Every field the file decides, with defaults for what it leaves out."""
     out = {"kind": spec["kind"], **AGENT_DEFAULTS, "maxRetries": max_retries_default}
@@ -292,6 +302,8 @@ def _update_step(agent: dict, desired: dict, schedule: dict | None) -> Step:
     for k, new in fields.items():
         if k == "config":
             old, new_cmp = agent.get("config") or {}, normalized_config(kind, new)
+        elif k == "budget":
+            old, new_cmp = normalized_budget(agent.get("budget")), normalized_budget(new)
         else:  # an older set mark in the description moves into the labels
             old, new_cmp = agent.get(k), new
         if not _same(k, old, new_cmp):

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,10 +25,17 @@ from agent_scheduler.cli import apply as applying
 from agent_scheduler.cli.output import (
     Output,
     error_text,
+    POOL_COLUMNS,
+    budget_text,
+    budget_usage_text,
     key_values,
+    pool_row,
+    progress_text,
     short_time,
     status_text,
     table,
+    throttle_text,
+    usage_text,
 )
 from agent_scheduler.cli.profile import PROFILE_ENV, TOKEN_ENV, URL_ENV, Endpoint, ProfileError, resolve
 from agent_scheduler.client import TERMINAL_STATUSES, ApiError, ClientError, SchedulerClient, Unreachable
@@ -48,10 +56,13 @@ agents_app = typer.Typer(help="Agents: list, get, create, delete, and apply a fi
 schedule_app = typer.Typer(help="An agent's schedule: set, show, rm.", no_args_is_help=True)
 runs_app = typer.Typer(help="Run history of an agent: list, show, cancel.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead runs: list, redrive.", no_args_is_help=True)
+pools_app = typer.Typer(help="Pools: limits shared by the agents that name them (one provider key, one GPU box).",
+                        no_args_is_help=True)
 app.add_typer(agents_app, name="agents")
 app.add_typer(schedule_app, name="schedule")
 app.add_typer(runs_app, name="runs")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(pools_app, name="pools")
 
 AGENT_ID_RE = re.compile(r"^ag_[0-9a-f]{20}$")
 PRIORITIES = ("CRITICAL", "HIGH", "NORMAL", "LOW")
@@ -193,7 +204,12 @@ def _agent_table(out: Output, agent: dict) -> None:
     description, applyset = applying.split_description(agent.get("description"))[0], applying.applyset_of(agent)
     pairs = [("name", agent.get("name")), ("id", agent.get("id")), ("kind", agent.get("kind")),
              ("description", description), ("applyset", applyset), ("config", agent.get("config"))]
-    skip = {"name", "id", "kind", "description", "config", "schedule", "signingSecret"}
+    limits = [("maxConcurrency", agent.get("maxConcurrency")), ("throttle", throttle_text(agent.get("throttle"))),
+              ("pools", ", ".join(agent.get("pools") or []) or None), ("budget", budget_text(agent.get("budget"))),
+              ("budgetUsage", budget_usage_text(agent.get("budgetUsage"), agent.get("budget"))),
+              ("pauseAfterFailures", agent.get("pauseAfterFailures")), ("heartbeatSeconds", agent.get("heartbeatSeconds"))]
+    pairs += limits
+    skip = {"name", "id", "kind", "description", "config", "schedule", "signingSecret"} | {k for k, _ in limits}
     pairs += [(k, v) for k, v in agent.items() if k not in skip]
     out.print(key_values(pairs))
     if agent.get("schedule"):
@@ -219,7 +235,14 @@ def _session_rows(items: list[dict]) -> list[list]:
     return [[s.get("sessionId"), status_text(s.get("status")), s.get("trigger"), s.get("priority"),
              short_time(s.get("scheduledFor")), s.get("attempt"),
              None if s.get("durationMs") is None else f"{s['durationMs'] / 1000:.1f} s",
-             s.get("waitingReason") or error_text(s.get("error"))] for s in items]
+             _waiting_cell(s) or error_text(s.get("error"))] for s in items]
+
+
+def _waiting_cell(s: dict) -> str | None:
+    reason = s.get("waitingReason")
+    if not reason:
+        return None
+    return reason + (f" ({s['waitingFor']})" if s.get("waitingFor") else "")
 
 
 SESSION_COLUMNS = ["SESSION", "STATUS", "TRIGGER", "PRIORITY", "SCHEDULED FOR", "ATTEMPT", "DURATION", "WAITING / ERROR"]
@@ -346,6 +369,33 @@ def agents_delete(ctx: typer.Context, agent: AgentArg, json_output: JsonOpt = Fa
     client.delete_agent(found["id"])
     out.emit({"deleted": found["id"], "name": found.get("name")},
              lambda: out.print(f"deleted {found.get('name')} ({found['id']})"))
+
+
+@agents_app.command("rotate-secret")
+@command
+def agents_rotate_secret(
+    ctx: typer.Context,
+    agent: AgentArg,
+    revoke_previous: Annotated[bool, typer.Option("--revoke-previous", help="Drop the old secret now (otherwise deliveries carry both signatures for 24 h).")] = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Give a webhook agent a new signing secret and print it: this is the only time it is shown.
+
+    Example:  agent-scheduler agents rotate-secret my-webhook --revoke-previous
+    """
+    out = Output(json_output)
+    client = state(ctx).client()
+    found = find_agent(client, agent)
+    rotated = client.rotate_signing_secret(found["id"], revoke_previous=revoke_previous)
+
+    def human() -> None:
+        out.print(f"signingSecret: {rotated.get('signingSecret')}")
+        until = rotated.get("previousValidUntil")
+        out.note(f"the previous secret stays valid until {short_time(until)}" if until
+                 else "the previous secret no longer verifies")
+        out.note("this secret is not shown again: store it with the agent now")
+
+    out.emit(rotated, human)
 
 
 def _published_max_retries(client: SchedulerClient) -> int:
@@ -561,14 +611,29 @@ def run_cmd(
 
 def _waiting_hint(reason: str) -> str:
     hints = {"SCHEDULER_PAUSED": "the scheduler is paused: nothing starts until an admin resumes it",
-             "CAPACITY": "every slot is taken: it starts when one frees up"}
+             "CAPACITY": "every slot is taken: it starts when one frees up",
+             "POOL_LIMIT": "a pool it draws from is full: it starts when the pool allows",
+             "RATE_LIMITED": "the provider asked to wait: it starts after Retry-After"}
     return f"waiting: {reason}" + (f" ({hints[reason]})" if reason in hints else "")
+
+
+SESSION_FORMATS: dict[str, Callable[[Any], Any]] = {"usage": usage_text, "progress": progress_text}
 
 
 def _session_view(out: Output, s: dict) -> None:
     pairs = [("session", s.get("sessionId")), ("agent", s.get("agentId")), ("status", status_text(s.get("status")))]
-    pairs += [(k, short_time(v) if k.endswith("At") or k == "scheduledFor" else v)
-              for k, v in s.items() if k not in ("sessionId", "agentId", "status", "error")]
+    if s.get("waitingReason"):
+        waiting = s["waitingReason"] + (f" ({s['waitingFor']})" if s.get("waitingFor") else "")
+        pairs.append(("waiting", Text(waiting, style="yellow")))
+    shown = {"sessionId", "agentId", "status", "error", "waitingReason", "waitingFor"}
+    for k, v in s.items():
+        if k in shown:
+            continue
+        if k in SESSION_FORMATS:
+            v = SESSION_FORMATS[k](v)
+        elif k.endswith("At") or k == "scheduledFor":
+            v = short_time(v)
+        pairs.append((k, v))
     if s.get("error"):
         pairs.append(("error", error_text(s["error"])))
     out.print(key_values(pairs))
@@ -614,19 +679,175 @@ def runs_show(ctx: typer.Context, agent: AgentArg,
     out.emit(s, lambda: _session_view(out, s))
 
 
+CANCELLABLE = ("QUEUED", "RETRYING", "RUNNING")
+
+
+def _aware_time(value: str, option: str) -> str:
+    """An ISO 8601 time with an offset (``Z`` allowed), as the API wants it."""
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(f"an ISO 8601 time with an offset, got {value!r}", param_hint=option) from None
+    if parsed.tzinfo is None:
+        raise typer.BadParameter(f"give the offset too (e.g. {value}Z or {value}+02:00)", param_hint=option)
+    return parsed.isoformat()
+
+
 @runs_app.command("cancel")
 @command
-def runs_cancel(ctx: typer.Context, agent: AgentArg,
-                session: Annotated[str, typer.Argument(metavar="SESSION", help="Session id.", show_default=False)],
-                json_output: JsonOpt = False) -> None:
-    """Cancel a run: a queued run never starts, a running one stops at its next check.
+def runs_cancel(
+    ctx: typer.Context,
+    agent: Annotated[str | None, typer.Argument(metavar="AGENT", help="Agent id or unique name (one run).", show_default=False)] = None,
+    session: Annotated[str | None, typer.Argument(metavar="SESSION", help="Session id (one run).", show_default=False)] = None,
+    all_runs: Annotated[bool, typer.Option("--all", help="Cancel every waiting or running run the filters select (at least --agent or --scheduled-before).")] = False,
+    agents: Annotated[list[str] | None, typer.Option("--agent", "-a", help="With --all: runs of this agent (id or name; repeatable).", show_default=False)] = None,
+    statuses: Annotated[list[str] | None, typer.Option("--status", help="With --all: QUEUED, RETRYING or RUNNING (repeatable) [default: all three].", show_default=False)] = None,
+    scheduled_before: Annotated[str | None, typer.Option("--scheduled-before", help="With --all: runs scheduled before this time (ISO 8601 with offset).", show_default=False)] = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Cancel a run, or with --all every run the filters select: a queued run never
+    starts, a running one stops at its next check (an async one at once).
 
     Example:  agent-scheduler runs cancel report 20260302T120000000Z-m1a2b3c4d5e6
+
+    Example:  agent-scheduler runs cancel --all --agent report --status QUEUED
     """
     out = Output(json_output)
+    if all_runs:
+        if agent or session:
+            raise typer.BadParameter("with --all, name agents with --agent, not as arguments", param_hint="AGENT")
+        if not agents and scheduled_before is None:
+            raise typer.BadParameter("--all needs a filter: --agent AGENT and/or --scheduled-before TIME",
+                                     param_hint="--all")
+        wanted = [v.upper() for v in statuses or []]
+        for v in wanted:
+            if v not in CANCELLABLE:
+                raise typer.BadParameter(f"one of {', '.join(CANCELLABLE)}, got {v!r}", param_hint="--status")
+        body: dict = {}
+        before = _aware_time(scheduled_before, "--scheduled-before") if scheduled_before is not None else None
+        client = state(ctx).client()
+        found = [find_agent(client, a) for a in agents or []]
+        if found:
+            body["agentIds"] = [a["id"] for a in found]
+        if wanted:
+            body["statuses"] = wanted
+        if before is not None:
+            body["scheduledBefore"] = before
+        result = client.cancel_sessions(body)
+        names = ", ".join(str(a.get("name")) for a in found)
+        out.emit(result, lambda: out.print(f"cancelled {result.get('cancelled')} run(s)" + (f" of {names}" if names else "")))
+        return
+    if statuses or scheduled_before is not None or agents:
+        raise typer.BadParameter("--agent, --status and --scheduled-before go with --all", param_hint="--all")
+    if not agent or not session:
+        raise typer.BadParameter("give AGENT and SESSION, or --all with filters", param_hint="AGENT SESSION")
     client = state(ctx).client()
     s = client.cancel_session(find_agent(client, agent)["id"], session)
     out.emit(s, lambda: out.print(f"{s.get('status')} {s.get('sessionId')}"))
+
+
+# --- pools ----------------------------------------------------------------------------------------------------
+PoolArg = Annotated[str, typer.Argument(metavar="NAME", help="Pool name (1..64 of A-Z a-z 0-9 . _ -).", show_default=False)]
+_THROTTLE_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*([smhd]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_throttle(value: str) -> dict:
+    """``10/60s`` (also ``10/60``, ``5/1m``, ``100/1h``, ``1000/1d``) as ``{limit: 10, periodSeconds: 60}``."""
+    m = _THROTTLE_RE.match(value)
+    if not m:
+        raise typer.BadParameter(f"LIMIT/PERIOD such as 10/60s, 5/1m or 100/1h, got {value!r}", param_hint="--throttle")
+    return {"limit": int(m.group(1)), "periodSeconds": int(m.group(2)) * _UNIT_SECONDS[m.group(3)]}
+
+
+def _pool_view(out: Output, pool: dict) -> None:
+    out.print(key_values([("name", pool.get("name")), ("running", pool.get("running")),
+                          ("maxConcurrency", pool.get("maxConcurrency")), ("throttle", throttle_text(pool.get("throttle"))),
+                          ("blockedUntil", short_time(pool.get("blockedUntil"))),
+                          ("createdAt", short_time(pool.get("createdAt"))), ("updatedAt", short_time(pool.get("updatedAt")))]))
+
+
+@pools_app.command("list")
+@command
+def pools_list(ctx: typer.Context, json_output: JsonOpt = False) -> None:
+    """Your pools: runs holding each, its limits, and until when a provider's 429 blocks it.
+
+    Example:  agent-scheduler pools list
+    """
+    out = Output(json_output)
+    data = state(ctx).client().list_pools()
+    items = list(data.get("items") or [])
+
+    def human() -> None:
+        out.print(table(POOL_COLUMNS, [pool_row(p) for p in items]))
+        if not items:
+            out.note("no pools yet: agent-scheduler pools set openai --max-concurrency 4")
+
+    out.emit({**data, "items": items}, human)
+
+
+@pools_app.command("get")
+@command
+def pools_get(ctx: typer.Context, name: PoolArg, json_output: JsonOpt = False) -> None:
+    """One pool with its running count and blockedUntil.
+
+    Example:  agent-scheduler pools get openai
+    """
+    out = Output(json_output)
+    pool = state(ctx).client().get_pool(name)
+    out.emit(pool, lambda: _pool_view(out, pool))
+
+
+@pools_app.command("set")
+@command
+def pools_set(
+    ctx: typer.Context,
+    name: PoolArg,
+    max_concurrency: Annotated[int | None, typer.Option("--max-concurrency", help="At most this many runs of the pool's agents at once (1..1000).", min=1, max=1000, show_default=False)] = None,
+    throttle: Annotated[str | None, typer.Option("--throttle", help="At most LIMIT starts per PERIOD: 10/60s, 5/1m, 100/1h.", show_default=False)] = None,
+    no_max_concurrency: Annotated[bool, typer.Option("--no-max-concurrency", help="Remove the concurrency limit.")] = False,
+    no_throttle: Annotated[bool, typer.Option("--no-throttle", help="Remove the throttle.")] = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Create a pool or change its limits; a limit you do not mention keeps its value.
+
+    Agents draw from it by naming it in their `pools` field (up to 4).
+
+    Example:  agent-scheduler pools set openai --max-concurrency 4 --throttle 60/1m
+    """
+    out = Output(json_output)
+    if max_concurrency is not None and no_max_concurrency:
+        raise typer.BadParameter("give --max-concurrency or --no-max-concurrency, not both", param_hint="--max-concurrency")
+    if throttle is not None and no_throttle:
+        raise typer.BadParameter("give --throttle or --no-throttle, not both", param_hint="--throttle")
+    new_throttle = parse_throttle(throttle) if throttle is not None else None
+    client = state(ctx).client()
+    try:
+        current = client.get_pool(name)
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        current = {}
+    body = {"maxConcurrency": current.get("maxConcurrency"), "throttle": current.get("throttle")}
+    if max_concurrency is not None or no_max_concurrency:
+        body["maxConcurrency"] = max_concurrency
+    if new_throttle is not None or no_throttle:
+        body["throttle"] = new_throttle
+    body = {k: v for k, v in body.items() if v is not None}
+    saved = client.put_pool(name, body)
+    out.emit(saved, lambda: (out.print(f"{'updated' if current else 'created'} pool {name}"), _pool_view(out, saved)))
+
+
+@pools_app.command("rm")
+@command
+def pools_rm(ctx: typer.Context, name: PoolArg, json_output: JsonOpt = False) -> None:
+    """Delete a pool (refused while an agent names it: exit 1).
+
+    Example:  agent-scheduler pools rm openai
+    """
+    out = Output(json_output)
+    state(ctx).client().delete_pool(name)
+    out.emit({"deleted": name}, lambda: out.print(f"deleted pool {name}"))
 
 
 # --- DLQ -------------------------------------------------------------------------------------------------------

@@ -105,3 +105,83 @@ def error_text(error: Any) -> str | None:
         cat, msg = error.get("category"), error.get("message")
         return f"{cat}: {msg}" if cat and msg else str(msg or cat or error)
     return str(error)
+
+
+# --- flow control and cost, in words ----------------------------------------------------------
+def _number(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def throttle_text(throttle: Any) -> str | None:
+    """``{"limit": 10, "periodSeconds": 60}`` as ``10 per 60 s``."""
+    if not isinstance(throttle, dict):
+        return None
+    return f"{throttle.get('limit')} per {throttle.get('periodSeconds')} s"
+
+
+def usage_text(usage: Any) -> str | None:
+    """A session's ``usage`` as ``1200 in / 300 out tokens, $0.0123``."""
+    if not isinstance(usage, dict) or not usage:
+        return None
+    parts = []
+    tokens_in, tokens_out = usage.get("inputTokens"), usage.get("outputTokens")
+    if tokens_in is not None or tokens_out is not None:
+        parts.append(f"{tokens_in if tokens_in is not None else '?'} in / "
+                     f"{tokens_out if tokens_out is not None else '?'} out tokens")
+    if usage.get("costUsd") is not None:
+        parts.append(f"${usage['costUsd']:g}" if isinstance(usage["costUsd"], (int, float)) else f"${usage['costUsd']}")
+    return ", ".join(parts) or None
+
+
+def progress_text(progress: Any) -> str | None:
+    if not isinstance(progress, dict):
+        return None if progress is None else str(progress)
+    percent = progress.get("percent", progress.get("progress"))
+    text = f"{_number(percent)}%" if percent is not None else ""
+    if progress.get("message"):
+        text = f"{text} {progress['message']}".strip()
+    return text or None
+
+
+def budget_text(budget: Any) -> str | None:
+    """``{"maxRunsPerDay": 10, "timezone": "UTC", "onExhausted": "SKIP"}`` as
+    ``10 runs/day (UTC; when used up: SKIP)``."""
+    if not isinstance(budget, dict):
+        return None
+    limits = []
+    if budget.get("maxRunsPerDay") is not None:
+        limits.append(f"{budget['maxRunsPerDay']} runs")
+    if budget.get("maxRuntimeSecondsPerDay") is not None:
+        limits.append(f"{budget['maxRuntimeSecondsPerDay']} s runtime")
+    if budget.get("maxCostUsdPerDay") is not None:
+        limits.append(f"${_number(budget['maxCostUsdPerDay'])}")
+    return (f"{', '.join(limits) or 'no limit'} per day ({budget.get('timezone') or 'UTC'}; "
+            f"when used up: {budget.get('onExhausted') or 'SKIP'})")
+
+
+def budget_usage_text(usage: Any, budget: Any) -> str | None:
+    """Today's ``budgetUsage`` beside the budget's limits: ``runs 3/10, runtime 40 s, $0.12 (2026-03-02)``."""
+    if not isinstance(usage, dict):
+        return None
+    budget = budget if isinstance(budget, dict) else {}
+
+    def of(used: Any, limit_key: str, unit: str = "") -> str:
+        limit = budget.get(limit_key)
+        return unit + _number(used if used is not None else 0) + (f"/{unit}{_number(limit)}" if limit is not None else "")
+
+    parts = [f"runs {of(usage.get('runs'), 'maxRunsPerDay')}",
+             f"runtime {of(usage.get('runtimeSeconds'), 'maxRuntimeSecondsPerDay')} s",
+             f"cost {of(usage.get('costUsd'), 'maxCostUsdPerDay', '$')}"]
+    return ", ".join(parts) + (f" ({usage['day']})" if usage.get("day") else "")
+
+
+def pool_row(pool: dict) -> list:
+    """NAME, RUNNING/LIMIT, THROTTLE, BLOCKED UNTIL."""
+    limit = pool.get("maxConcurrency")
+    running = pool.get("running", 0)
+    blocked = pool.get("blockedUntil")
+    return [pool.get("name"), f"{running}/{limit if limit is not None else '-'}", throttle_text(pool.get("throttle")),
+            Text(short_time(blocked), style="yellow") if blocked else None]
+
+
+POOL_COLUMNS = ["NAME", "RUNNING/LIMIT", "THROTTLE", "BLOCKED UNTIL"]

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from agent_scheduler.cli.main import Deps, app
 from chalicelib.api.auth import issue
-from tests.functional.conftest import SECRET
+from tests.functional.conftest import SECRET, Api
 from tests.functional.helpers import drain
 
 runner = CliRunner()
@@ -62,6 +62,7 @@ def cli(system, chalice_client, tmp_path):
         return result
 
     invoke.transport = transport
+    invoke.api = Api(chalice_client, token)
     return invoke
 
 
@@ -171,3 +172,112 @@ def test_agents_list_selects_by_label(cli, chalice_client):
     assert names("--label", "team=ops", "--label", "tier=1") == ["a"]
     assert names() == ["a", "b", "c"]
     assert cli("agents", "list", "--label", "team").exit_code == 2
+
+
+LIMITED = """
+agents:
+  - name: limited
+    kind: echo
+    config: {usage: {inputTokens: 1200, outputTokens: 300, costUsd: 0.0125}}
+    maxConcurrency: 2
+    throttle: {limit: 10, periodSeconds: 60}
+    pools: [gpu]
+    budget: {maxRunsPerDay: 5}
+    pauseAfterFailures: 3
+    heartbeatSeconds: 30
+  - name: hook
+    kind: webhook
+    config: {url: "https://agents.example.com/run"}
+"""
+
+
+def test_pools_set_list_get_and_rm(cli):
+    r = cli("pools", "set", "gpu", "--max-concurrency", "2", "--throttle", "10/1m", "--json")
+    assert r.exit_code == 0, r.output
+    assert out(r) | {"maxConcurrency": 2, "throttle": {"limit": 10, "periodSeconds": 60}} == out(r)
+    r = cli("pools", "set", "gpu", "--max-concurrency", "3", "--json")  # the throttle keeps its value
+    assert out(r)["maxConcurrency"] == 3 and out(r)["throttle"] == {"limit": 10, "periodSeconds": 60}
+    r = cli("pools", "set", "gpu", "--no-throttle", "--json")
+    assert out(r)["maxConcurrency"] == 3 and out(r)["throttle"] is None
+    r = cli("pools", "list")
+    assert r.exit_code == 0 and "gpu" in r.stdout and "0/3" in r.stdout
+    assert out(cli("pools", "get", "gpu", "--json"))["running"] == 0
+    assert cli("pools", "set", "gpu", "--throttle", "ten a minute").exit_code == 2
+    assert cli("pools", "set", "gpu", "--max-concurrency", "0").exit_code == 2
+
+    cli("agents", "create", "user", "--kind", "echo")
+    agent_id = out(cli("agents", "get", "user", "--json"))["id"]
+    cli.api.patch(f"/api/agents/{agent_id}", {"pools": ["gpu"]})
+    r = cli("pools", "rm", "gpu", "--json")
+    assert r.exit_code == 1 and out(r)["error"]["status"] == 409
+    cli.api.patch(f"/api/agents/{agent_id}", {"pools": None})
+    assert cli("pools", "rm", "gpu").exit_code == 0
+    r = cli("pools", "get", "gpu", "--json")
+    assert r.exit_code == 1 and out(r)["error"]["code"] == "NOT_FOUND"
+
+
+def test_apply_with_limits_is_stable_and_shows_secrets_only_when_asked(cli, tmp_path):
+    assert cli("pools", "set", "gpu", "--max-concurrency", "1").exit_code == 0
+    path = tmp_path / "limits.yaml"
+    path.write_text(LIMITED)
+    r = cli("agents", "apply", "-f", str(path), "--json")
+    assert r.exit_code == 0 and out(r)["summary"]["created"] == 2, r.output
+    assert "whsec_" not in r.output
+    r = cli("agents", "apply", "-f", str(path), "--json")  # budget.timezone/onExhausted the server filled in
+    assert out(r)["summary"]["unchanged"] == 2, r.output
+
+    r = cli("agents", "get", "limited")
+    for shown in ("10 per 60 s", "gpu", "5 runs per day (UTC; when used up: SKIP)", "runs 0/5"):
+        assert shown in r.stdout, r.stdout
+
+    path.write_text(LIMITED.replace("    budget: {maxRunsPerDay: 5}\n", "").replace("    heartbeatSeconds: 30\n", ""))
+    r = cli("agents", "apply", "-f", str(path), "--dry-run", "--json")
+    [limited] = [x for x in out(r)["results"] if x["name"] == "limited"]
+    assert {c["field"] for c in limited["changes"]} == {"budget", "heartbeatSeconds"}
+    assert cli("agents", "apply", "-f", str(path)).exit_code == 0
+    got = out(cli("agents", "get", "limited", "--json"))
+    assert got["budget"] is None and got["heartbeatSeconds"] is None and got["maxConcurrency"] == 2
+
+    cli("agents", "delete", "hook")
+    r = cli("agents", "apply", "-f", str(path), "--show-secrets", "--json")
+    [hook] = [x for x in out(r)["results"] if x["name"] == "hook"]
+    assert hook["action"] == "created" and hook["signingSecret"].startswith("whsec_")
+    assert "whsec_" not in cli("agents", "get", "hook", "--json").output
+
+    r = cli("agents", "rotate-secret", "hook", "--revoke-previous")
+    assert r.exit_code == 0 and "signingSecret: whsec_" in r.stdout
+    rotated = out(cli("agents", "rotate-secret", "hook", "--json"))
+    assert rotated["signingSecret"].startswith("whsec_") and rotated["previousValidUntil"]
+    r = cli("agents", "rotate-secret", "limited", "--json")
+    assert r.exit_code == 1 and out(r)["error"]["field"] == "kind"
+
+
+def test_runs_show_says_why_a_run_waits_and_what_it_used_and_bulk_cancel(cli, tmp_path, admin_api):
+    path = tmp_path / "limits.yaml"
+    path.write_text(LIMITED.replace("    pools: [gpu]\n", ""))
+    assert cli("agents", "apply", "-f", str(path)).exit_code == 0
+    r = cli("run", "limited", "--wait", "--json")
+    assert r.exit_code == 0, r.output
+    done = out(r)
+    r = cli("runs", "show", "limited", done["sessionId"])
+    assert "1200 in / 300 out tokens, $0.0125" in r.stdout, r.stdout
+    assert "runs 1/5" in cli("agents", "get", "limited").stdout
+
+    admin_api.post("/api/scheduler/pause", {})
+    waiting = [out(cli("run", "limited", "--json"))["sessionId"] for _ in range(2)]
+    r = cli("runs", "show", "limited", waiting[0])
+    assert "SCHEDULER_PAUSED" in r.stdout
+    assert "SCHEDULER_PAUSED" in cli("runs", "list", "limited", "--status", "QUEUED").stdout
+
+    for refused in (("runs", "cancel", "--all"), ("runs", "cancel", "--all", "--status", "QUEUED"),
+                    ("runs", "cancel", "--all", "--agent", "limited", "--status", "DEAD"),
+                    ("runs", "cancel", "--all", "--scheduled-before", "2026-03-02T12:00:00"),
+                    ("runs", "cancel", "limited", "--status", "QUEUED"), ("runs", "cancel", "limited")):
+        assert cli(*refused).exit_code == 2, refused
+    assert all(out(cli("runs", "show", "limited", s, "--json"))["status"] == "QUEUED" for s in waiting)
+
+    r = cli("runs", "cancel", "--all", "--agent", "limited", "--status", "queued", "--json")
+    assert r.exit_code == 0 and out(r) == {"cancelled": 2}, r.output
+    assert all(out(cli("runs", "show", "limited", s, "--json"))["status"] == "CANCELLED" for s in waiting)
+    r = cli("runs", "cancel", "--all", "--scheduled-before", "2100-01-01T00:00:00Z")
+    assert r.exit_code == 0 and "cancelled 0 run(s)" in r.stdout

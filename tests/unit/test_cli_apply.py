@@ -21,7 +21,7 @@ SERVER_SCHEDULE = {"agentId": "x", "cronExpression": "0 9 * * *", "timezone": "E
 
 def test_the_kind_defaults_the_planner_knows_are_the_servers():
     minimal = {"echo": {}, "fail": {}, "sleep": {"seconds": 1}, "http": {"url": "https://example.com/"},
-               "lambda": {"functionName": "f"}}
+               "lambda": {"functionName": "f"}, "webhook": {"url": "https://agents.example.com/run"}}
     for kind, config in minimal.items():
         filled = get_kind(kind).validate_config(dict(config))
         assert A.normalized_config(kind, config) == filled, kind
@@ -140,3 +140,28 @@ def test_yaml_keeps_timestamps_as_written():
 ])
 def test_sameness(old, new, same):
     assert A._same("schedule.startAt" if isinstance(old, str) and "T" in old else "f", old, new) is same
+
+
+def test_a_budget_the_server_filled_with_its_defaults_is_unchanged():
+    current = agent(budget={"maxRunsPerDay": 5, "timezone": "UTC", "onExhausted": "SKIP"})
+    [step] = A.plan([{"name": "report", "kind": "echo", "budget": {"maxRunsPerDay": 5}}], [current],
+                    applyset="s", prune=False)
+    assert step.action == "unchanged", step.changes
+    [step] = A.plan([{"name": "report", "kind": "echo", "budget": {"maxRunsPerDay": 5, "onExhausted": "PAUSE"}}],
+                    [current], applyset="s", prune=False)
+    assert step.patch == {"budget": {"maxRunsPerDay": 5, "onExhausted": "PAUSE"}}
+    [step] = A.plan([{"name": "report", "kind": "echo"}], [current], applyset="s", prune=False)
+    assert step.patch == {"budget": None}
+
+
+def test_every_limit_the_file_leaves_out_returns_to_null():
+    current = agent(maxConcurrency=2, throttle={"limit": 1, "periodSeconds": 60}, pools=["gpu"],
+                    budget={"maxRunsPerDay": 5, "timezone": "UTC", "onExhausted": "SKIP"},
+                    pauseAfterFailures=3, heartbeatSeconds=30)
+    [step] = A.plan([{"name": "report", "kind": "echo"}], [current], applyset="s", prune=False)
+    assert step.patch == {k: None for k in ("maxConcurrency", "throttle", "pools", "budget", "pauseAfterFailures",
+                                            "heartbeatSeconds")}
+    same = {"name": "report", "kind": "echo", "maxConcurrency": 2, "throttle": {"limit": 1, "periodSeconds": 60},
+            "pools": ["gpu"], "budget": {"maxRunsPerDay": 5}, "pauseAfterFailures": 3, "heartbeatSeconds": 30}
+    [step] = A.plan([same], [current], applyset="s", prune=False)
+    assert step.action == "unchanged", step.changes
