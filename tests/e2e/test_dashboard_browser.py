@@ -4,8 +4,10 @@ Driven with Playwright pointed at /usr/bin/chromium (no browser download). Check
 page opens with ``#token=`` and drops it from the URL, shows an agent, a run started
 through the API completes on the page without a reload, a dropped WebSocket shows
 "reconnecting" and the events missed meanwhile arrive after the resume, a redrive
-from the DLQ view (by keyboard), no console error, no request to another origin
-than the API's and the WebSocket API's, no sideways overflow at 390 px.
+from the DLQ view (by keyboard), the pools panel (running/limit, throttle), a run
+waiting for a full pool says so, a schedule paused after failures says why, a
+session shows the usage its agent reported, no console error, no request to another
+origin than the API's and the WebSocket API's, no sideways overflow at 390 px.
 
 Screenshots (1280 and 390 px) are saved as test artifacts in ``SCHEDULER_TEST_ARTIFACTS``
 (default ``.artifacts/``); with ``SCHEDULER_UPDATE_SCREENSHOTS=1`` also into
@@ -133,26 +135,48 @@ def _screenshot(page, name: str) -> None:
         page.screenshot(path=str(DOCS_SCREENSHOTS / name), full_page=True)
 
 
+def _wait_for(api: httpx.Client, agent_id: str, session_id: str, check, timeout: float = 20) -> dict:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        s = api.get(f"/api/agents/{agent_id}/sessions/{session_id}").json()
+        if check(s):
+            return s
+        time.sleep(0.1)
+    raise AssertionError(f"session {session_id}: {s}")
+
+
 @pytest.fixture(scope="module")
 def tenant(system):
-    """A tenant of its own with a scheduled agent, a dead run and a finished one."""
+    """A tenant of its own with a scheduled agent, a dead run (which pauses its schedule) and a
+    finished one that reported usage; a pool of one slot held by a long run, another run waiting for it."""
     name = f"e2e-dash-{uuid.uuid4().hex[:6]}"
     from tests.e2e.conftest import token
 
     bearer = token(name)
     api = system.http(bearer)
-    report = _agent(api, name="daily-report", kind="echo", config={"message": "quarterly numbers"})
+    report = _agent(api, name="daily-report", kind="echo",
+                    config={"message": "quarterly numbers", "usage": {"inputTokens": 1200, "outputTokens": 300, "costUsd": 0.0125}})
     r = api.post(f"/api/agents/{report['id']}/schedule",
                  json={"cronExpression": "30 9 * * MON-FRI", "timezone": "America/New_York", "priority": "HIGH"})
     assert r.status_code == 200, r.text
-    flaky = _agent(api, name="flaky-sync", kind="fail", maxRetries=0, config={"category": "PERMANENT"})
+    flaky = _agent(api, name="flaky-sync", kind="fail", maxRetries=0, config={"category": "PERMANENT"},
+                   pauseAfterFailures=1)
     r = api.post(f"/api/agents/{flaky['id']}/schedule", json={"cronExpression": "0 */6 * * *"})
     assert r.status_code == 200, r.text
     dead = api.post(f"/api/agents/{flaky['id']}/run", json={}).json()["sessionId"]
     _wait_session(api, flaky["id"], dead, {"DEAD"})
     done = api.post(f"/api/agents/{report['id']}/run", json={}).json()["sessionId"]
     _wait_session(api, report["id"], done, {"SUCCEEDED"})
-    return {"name": name, "token": bearer, "api": api, "report": report, "flaky": flaky, "dead": dead}
+    r = api.put("/api/pools/gpu-box", json={"maxConcurrency": 1, "throttle": {"limit": 30, "periodSeconds": 60}})
+    assert r.status_code == 200, r.text
+    render = _agent(api, name="gpu-render", kind="sleep", config={"seconds": 120, "progressEvery": 60}, pools=["gpu-box"])
+    holding = api.post(f"/api/agents/{render['id']}/run", json={}).json()["sessionId"]
+    _wait_session(api, render["id"], holding, {"RUNNING"})
+    waiting = api.post(f"/api/agents/{render['id']}/run", json={}).json()["sessionId"]
+    _wait_for(api, render["id"], waiting, lambda s: s.get("waitingReason") == "POOL_LIMIT")
+    yield {"name": name, "token": bearer, "api": api, "report": report, "flaky": flaky, "dead": dead,
+           "done": done, "render": render, "waiting": waiting}
+    api.post("/api/sessions/cancel", json={"agentIds": [render["id"]]})  # frees the slots for other tests
 
 
 def _open(browser, system, tenant, width: int, height: int):
@@ -180,6 +204,20 @@ def test_the_page_shows_the_tenant_live_and_resumes_after_a_drop(browser, system
     expect(row).to_contain_text("SUCCEEDED")  # last outcome
     expect(page.locator("#dlq")).to_contain_text("flaky-sync")
     expect(page.locator("#timeline")).to_contain_text("daily-report")
+
+    # Flow control: the pool (running/limit, throttle), the run waiting for it, why a schedule
+    # stopped, and what a run used.
+    pool_row = page.locator("#pools tr[data-pool='gpu-box']")
+    expect(pool_row).to_contain_text("1 / 1")
+    expect(pool_row).to_contain_text("30 per 60 s")
+    waiting = page.locator(f"#active tr[data-session='{tenant['waiting']}']")
+    expect(waiting).to_contain_text("QUEUED")
+    expect(waiting).to_contain_text("pool full: gpu-box")
+    flaky_row = page.locator(f"#agents tr[data-agent='{tenant['flaky']['id']}'] [data-disabled]")
+    expect(flaky_row).to_have_attribute("data-disabled", "CONSECUTIVE_FAILURES")
+    expect(flaky_row).to_contain_text("paused after consecutive failures")
+    expect(page.locator(f"#sessions tr[data-session='{tenant['done']}'] [data-usage]")).to_have_text(
+        "used 1200 in / 300 out tokens · $0.0125")
 
     # A run started through the API completes on the page, no reload.
     sid = api.post(f"/api/agents/{report['id']}/run", json={}).json()["sessionId"]
