@@ -23,11 +23,11 @@ from rich.text import Text
 
 from agent_scheduler.cli import apply as applying
 from agent_scheduler.cli.output import (
-    Output,
-    error_text,
     POOL_COLUMNS,
+    Output,
     budget_text,
     budget_usage_text,
+    error_text,
     key_values,
     pool_row,
     progress_text,
@@ -835,7 +835,12 @@ def pools_set(
         body["throttle"] = new_throttle
     body = {k: v for k, v in body.items() if v is not None}
     saved = client.put_pool(name, body)
-    out.emit(saved, lambda: (out.print(f"{'updated' if current else 'created'} pool {name}"), _pool_view(out, saved)))
+
+    def human() -> None:
+        out.print(f"{'updated' if current else 'created'} pool {name}")
+        _pool_view(out, saved)
+
+    out.emit(saved, human)
 
 
 @pools_app.command("rm")

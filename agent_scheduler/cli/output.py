@@ -181,7 +181,7 @@ def pool_row(pool: dict) -> list:
     running = pool.get("running", 0)
     blocked = pool.get("blockedUntil")
     return [pool.get("name"), f"{running}/{limit if limit is not None else '-'}", throttle_text(pool.get("throttle")),
-            Text(short_time(blocked), style="yellow") if blocked else None]
+            Text(str(short_time(blocked)), style="yellow") if blocked else None]
 
 
 POOL_COLUMNS = ["NAME", "RUNNING/LIMIT", "THROTTLE", "BLOCKED UNTIL"]

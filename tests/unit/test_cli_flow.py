@@ -10,7 +10,14 @@ import typer
 from typer.testing import CliRunner
 
 from agent_scheduler.cli.main import Deps, app, parse_throttle
-from agent_scheduler.cli.output import budget_text, budget_usage_text, pool_row, progress_text, throttle_text, usage_text
+from agent_scheduler.cli.output import (
+    budget_text,
+    budget_usage_text,
+    pool_row,
+    progress_text,
+    throttle_text,
+    usage_text,
+)
 
 TOKEN = "tok-flow-secret-marker"
 AGENT = {"id": "ag_" + "1" * 20, "name": "report", "kind": "webhook", "config": {}, "schedule": None,
