@@ -579,14 +579,14 @@ def run_cmd(
         def human() -> None:
             out.print(f"{queued.get('status')} {session_id} ({found.get('name')})")
             if reason:
-                out.warn(_waiting_hint(reason))
+                out.warn(_waiting_hint(reason, queued.get("waitingFor")))
 
         out.emit(queued, human)
         return
     if not json_output:
         out.note(f"{queued.get('status')} {session_id}: waiting for the outcome")
         if reason:
-            out.warn(_waiting_hint(reason))
+            out.warn(_waiting_hint(reason, queued.get("waitingFor")))
     deps = st.deps
     started = deps.monotonic()
     last_status = queued.get("status")
@@ -596,7 +596,7 @@ def run_cmd(
         if status in TERMINAL_STATUSES:
             break
         if status != last_status and not json_output:
-            out.note(f"{status}" + (f" ({session.get('waitingReason')})" if session.get("waitingReason") else ""))
+            out.note(f"{status}" + (f" ({_waiting_cell(session)})" if session.get("waitingReason") else ""))
         last_status = status
         if timeout is not None and deps.monotonic() - started >= timeout:
             if json_output:
@@ -609,12 +609,13 @@ def run_cmd(
         raise typer.Exit(1)
 
 
-def _waiting_hint(reason: str) -> str:
+def _waiting_hint(reason: str, waiting_for: str | None = None) -> str:
     hints = {"SCHEDULER_PAUSED": "the scheduler is paused: nothing starts until an admin resumes it",
              "CAPACITY": "every slot is taken: it starts when one frees up",
              "POOL_LIMIT": "a pool it draws from is full: it starts when the pool allows",
              "RATE_LIMITED": "the provider asked to wait: it starts after Retry-After"}
-    return f"waiting: {reason}" + (f" ({hints[reason]})" if reason in hints else "")
+    held = f" {waiting_for}" if waiting_for else ""
+    return f"waiting: {reason}{held}" + (f" ({hints[reason]})" if reason in hints else "")
 
 
 SESSION_FORMATS: dict[str, Callable[[Any], Any]] = {"usage": usage_text, "progress": progress_text}

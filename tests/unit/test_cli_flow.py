@@ -158,3 +158,11 @@ def test_rotate_secret_prints_the_new_secret_once_and_asks_to_revoke():
     r = invoke(rec, "agents", "rotate-secret", "report", "--revoke-previous")
     assert r.exit_code == 0 and r.stdout.count("whsec_bmV3") == 1 and "no longer verifies" in r.stderr
     assert rec.bodies("POST", f"/api/agents/{AGENT['id']}/signing-secret") == [{"revokePrevious": True}]
+
+
+def test_run_now_says_which_pool_holds_it():
+    queued = {"sessionId": "s9", "status": "QUEUED", "waitingReason": "POOL_LIMIT", "waitingFor": "openai"}
+    rec = Recorder({("POST", f"/api/agents/{AGENT['id']}/run"): httpx.Response(202, json=queued),
+                    ("GET", f"/api/agents/{AGENT['id']}"): httpx.Response(200, json=AGENT)})
+    r = invoke(rec, "run", "report")
+    assert r.exit_code == 0 and "waiting: POOL_LIMIT openai (a pool it draws from is full" in r.stderr
