@@ -185,15 +185,21 @@ def read_cors_origin(env: Mapping[str, str] | None = None) -> str:
     raw = _raw(env, CORS_ORIGIN)
     if raw is None:
         return ""
+    if not _http_url(raw, path_allowed=False):
+        raise ConfigError(f"{CORS_ORIGIN} must be one origin like https://dashboard.example.com, got {raw!r}")
+    return raw
+
+
+def _http_url(raw: str, *, path_allowed: bool) -> bool:
+    """An http(s) URL with a host, a valid port, no credentials, query or fragment (and no
+    path unless ``path_allowed``)."""
     try:
         parts = urlsplit(raw)
         parts.port  # noqa: B018 (raises on a bad port)
     except ValueError:
-        parts = None
-    if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.path
-            or parts.query or parts.fragment or parts.username or parts.password):
-        raise ConfigError(f"{CORS_ORIGIN} must be one origin like https://dashboard.example.com, got {raw!r}")
-    return raw
+        return False
+    return not (parts.scheme not in ("http", "https") or not parts.hostname or (parts.path and not path_allowed)
+                or parts.query or parts.fragment or parts.username or parts.password)
 
 
 def _public_url(env: Mapping[str, str]) -> str:
@@ -201,13 +207,7 @@ def _public_url(env: Mapping[str, str]) -> str:
     raw = _raw(env, PUBLIC_URL)
     if raw is None:
         return ""
-    try:
-        parts = urlsplit(raw)
-        parts.port  # noqa: B018 (raises on a bad port)
-    except ValueError:
-        parts = None
-    if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query
-            or parts.fragment or parts.username or parts.password):
+    if not _http_url(raw, path_allowed=True):
         raise ConfigError(f"{PUBLIC_URL} must be the API's base URL like https://api.example.com/api, got {raw!r}")
     return raw.rstrip("/")
 

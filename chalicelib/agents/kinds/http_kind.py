@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,6 +27,7 @@ import urllib3
 from urllib3 import exceptions as u3
 
 from chalicelib.agents import validation as v
+from chalicelib.agents.answers import retry_after_seconds
 from chalicelib.agents.base import AgentFailure, KindDeps, Reported, RunContext
 from chalicelib.agents.jsonsafe import truncate_text
 from chalicelib.agents.net import BadUrl, GuardedHttp, TargetRefused
@@ -146,21 +146,9 @@ class HttpKind:
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date)."""
-    if value is None:
-        return None
-    value = value.strip()
-    if re.fullmatch(r"\d+(\.\d+)?", value):
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - now).total_seconds())
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date): the one
+    reading the agent contract uses, without a deadline."""
+    return retry_after_seconds(value, now)
 
 
 def _url(value: Any) -> str:
