@@ -50,6 +50,7 @@ from chalicelib.domain.idempotency import (
     scoped_key,
 )
 from chalicelib.errors import StorageError
+from chalicelib.keyset import key_set
 
 KEY_PREFIX = "idempotency"
 SEALED = "sealed"
@@ -57,20 +58,37 @@ _INFO = b"agent-scheduler idempotency answers v1"
 
 
 class Sealer:
-    """AES-256-GCM with a key derived (HKDF-SHA256) from a secret the deployment already keeps."""
+    """AES-256-GCM with keys derived (HKDF-SHA256) from a secret the deployment already keeps.
 
-    def __init__(self, secret: str | bytes) -> None:
-        raw = secret.encode() if isinstance(secret, str) else secret
-        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO).derive(raw)
-        self._aead = AESGCM(key)
+    ``secrets``: the first seals; every one opens, so an answer sealed before a rotation of
+    that secret (a JWT key set, see :mod:`chalicelib.keyset`) stays readable while its key is
+    still in the set.
+    """
+
+    def __init__(self, *secrets: str | bytes) -> None:
+        if not secrets:
+            raise ValueError("a sealer needs a secret")
+        self._aeads = [AESGCM(HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO).derive(
+            s.encode() if isinstance(s, str) else s)) for s in secrets]
+
+    @classmethod
+    def from_secret(cls, secret: str) -> "Sealer":
+        """From the JWT secret's value: its current key seals, every key of the set opens."""
+        ks = key_set(secret)
+        return cls(ks.signing_key, *[v for k, v in ks.keys.items() if k != ks.current])
 
     def seal(self, plain: bytes) -> str:
         nonce = os.urandom(12)
-        return base64.b64encode(nonce + self._aead.encrypt(nonce, plain, None)).decode()
+        return base64.b64encode(nonce + self._aeads[0].encrypt(nonce, plain, None)).decode()
 
     def open(self, sealed: str) -> bytes:
         blob = base64.b64decode(sealed)
-        return self._aead.decrypt(blob[:12], blob[12:], None)
+        for aead in self._aeads:
+            try:
+                return aead.decrypt(blob[:12], blob[12:], None)
+            except InvalidTag:
+                continue
+        raise InvalidTag()
 
 
 class _SealedAnswers(BaseIdempotencySerializer):

@@ -199,4 +199,4 @@ class Container:
         """Creating requests with an ``Idempotency-Key``: their records and sealed answers."""
         from chalicelib.adapters.idempotency import IdempotencyStore, Sealer
 
-        return IdempotencyStore(self.client("dynamodb"), self.settings.control_table, Sealer(self.jwt_secret))
+        return IdempotencyStore(self.client("dynamodb"), self.settings.control_table, Sealer.from_secret(self.jwt_secret))

@@ -187,3 +187,17 @@ def test_an_answer_that_is_not_2xx_is_passed_on_and_not_kept(system):
     got = store.call("tenant-a", "k", fp, lambda: (409, {"code": "CONFLICT"}))
     assert (got.status, got.replayed) == (409, False) and idempotency_items(system) == []
     assert store.call("tenant-a", "k", fp, lambda: (201, {"n": 1})).status == 201
+
+
+def test_an_answer_sealed_before_a_jwt_key_rotation_is_replayed_after_it():
+    from cryptography.exceptions import InvalidTag
+
+    from chalicelib.adapters.idempotency import Sealer
+
+    old = "old-secret-of-16+chars"
+    sealed = Sealer.from_secret(old).seal(b'{"id": "ag_1"}')
+    rotated = json.dumps({"current": "k2", "keys": {"k1": old, "k2": "new-secret-of-16+chars"}})
+    assert Sealer.from_secret(rotated).open(sealed) == b'{"id": "ag_1"}'  # the old key is still in the set
+    assert Sealer.from_secret(rotated).open(Sealer.from_secret(rotated).seal(b"x")) == b"x"
+    with pytest.raises(InvalidTag):  # once the old key is gone, it cannot be read (by then it has expired)
+        Sealer.from_secret(json.dumps({"current": "k2", "keys": {"k2": "new-secret-of-16+chars"}})).open(sealed)
