@@ -18,6 +18,12 @@ state out through the AWS API, as any client could:
   ``state.json`` atomically (written beside it, flushed, renamed over it).
 - **Restore**: on start, after the tables are created and before the tick and the
   poller start. One process at a time: ``lock`` is held (flock) while the system runs.
+- **The signing key**: webhook agents' signing secrets are stored encrypted with a KMS
+  key of the emulator, so the snapshot also keeps that key (its id and key material,
+  read from moto's in-process KMS backend: KMS itself never exports key material, and
+  moto cannot import it), and a start restores it under the same id before anything
+  is provisioned. Without it no webhook agent could sign after a restart. The file is
+  private to its owner (0600) for this reason too.
 
 ``python -m local.state reset [DIR]`` empties the directory (``make reset``); it refuses
 while a system runs on it.
@@ -45,6 +51,7 @@ FORMAT = 1
 INTERVAL_SECONDS = 5.0
 LEASE_ATTRIBUTE = "run_lease_until"  # sessions: claim (ADMITTED) or finish (RUNNING) by then
 GONE_WITH_THE_PROCESS = ("subs", "live_from")  # the event stream's head: which connections follow it
+SIGNING_KEY = "signingKey"  # the snapshot's member that keeps the emulator's signing key
 
 
 class StateError(Exception):
@@ -174,6 +181,50 @@ def restore(dynamodb, data: dict) -> dict[str, int]:
                 requests = got.get("UnprocessedItems", {}).get(name, [])
         counts[name] = len(items)
     return counts
+
+
+# --- the emulator's KMS key of the signing secrets ----------------------------------------------
+def signing_key_snapshot(key_id: str) -> dict | None:
+    """The KMS key ``key_id`` of the in-process emulator as plain JSON (None if it has none)."""
+    import base64
+
+    from moto.kms.models import kms_backends
+
+    for account_id, regions in list(kms_backends.items()):
+        for region, backend in list(regions.items()):
+            key = backend.keys.get(key_id)
+            if key is None:
+                continue
+            return {"keyId": key.id, "account": account_id, "region": region, "description": key.description,
+                    "createdAt": key.creation_date, "material": base64.b64encode(key.key_material).decode("ascii")}
+    return None
+
+
+def restore_signing_key(saved: dict) -> str:
+    """Put a key of :func:`signing_key_snapshot` back into the in-process emulator under its old
+    id, so the ciphertexts kept on the agents decrypt again; its id."""
+    import base64
+
+    from moto.kms.models import kms_backends
+
+    try:
+        key_id, account_id, region = str(saved["keyId"]), str(saved["account"]), str(saved["region"])
+        material = base64.b64decode(str(saved["material"]), validate=True)
+    except (KeyError, TypeError, ValueError):
+        raise StateError("the kept signing key is not readable; `make reset` empties the state") from None
+    backend = kms_backends[account_id][region]
+    if key_id not in backend.keys:
+        key = backend.create_key(None, "ENCRYPT_DECRYPT", "SYMMETRIC_DEFAULT", str(saved.get("description") or ""),
+                                 None)
+        del backend.keys[key.id]
+        key.arn = key.arn.replace(key.id, key_id)
+        key.id = key_id
+        backend.keys[key_id] = key
+    key = backend.keys[key_id]
+    key.key_material = material
+    if isinstance(saved.get("createdAt"), (int, float)):
+        key.creation_date = saved["createdAt"]
+    return key_id
 
 
 class Snapshotter:
