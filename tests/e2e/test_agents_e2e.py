@@ -1,0 +1,394 @@
+"""The agent contract end to end: `make run` and a real HTTP server in this process as the agent.
+
+The agent server checks every delivery's Standard Webhooks signature with the secret the
+create answer showed (``standardwebhooks``, the library agents use) and reports through the
+kit (``agent_scheduler.agent.Run``). Covered: the signed envelope, output and usage on the
+session; an async run (202) with progress over the WebSocket and completion by callback; a
+retried async failure whose new attempt has a new token (the old one is 404 there); a
+heartbeat timeout; cancel of an async run (slot freed, a signed ``agent.cancel``); a restart
+on the same state directory after which the agent still verifies; no token or secret in the
+system's log. A synchronous answer after 65 s runs only with ``SCHEDULER_SLOW_E2E=1``.
+
+One system for the module (the shared ``system`` fixture: 2 s tick, short backoff), two more
+for the restart.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from agent_scheduler.agent import Run, parse
+from tests.e2e.conftest import TICK_SECONDS, start_system, stop_system
+
+pytestmark = pytest.mark.e2e
+
+SLOW = os.environ.get("SCHEDULER_SLOW_E2E") == "1"
+
+
+@dataclass
+class Delivery:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    payload: dict | None  # the verified JSON body; None when the signature did not verify
+    at: float = field(default_factory=time.time)
+
+    @property
+    def type(self) -> str | None:
+        return (self.payload or {}).get("type")
+
+
+Behaviour = Callable[[dict], "tuple[int, Any]"]
+
+
+class AgentServer:
+    """Agents at ``/{name}``: each verifies with its own secrets and answers by its behaviour."""
+
+    def __init__(self) -> None:
+        self.secrets: dict[str, list[str]] = {}
+        self.behaviours: dict[str, Behaviour] = {}
+        self.deliveries: list[Delivery] = []
+        self.cond = threading.Condition()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                name = self.path.strip("/")
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                payload = None
+                for secret in outer.secrets.get(name, []):
+                    try:
+                        payload = Webhook(secret).verify(body, headers)
+                        break
+                    except WebhookVerificationError:
+                        continue
+                with outer.cond:
+                    outer.deliveries.append(Delivery(name, headers, body, payload))
+                    outer.cond.notify_all()
+                if payload is None:
+                    return self.answer(401, {"error": "bad signature"})
+                if payload.get("type") != "agent.run":
+                    return self.answer(200, {"ok": True})
+                status, answer = outer.behaviours[name](payload)
+                self.answer(status, answer)
+
+            def answer(self, status: int, payload: Any) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/{name}"
+
+    def wait(self, what: str, match: Callable[[Delivery], bool], timeout: float = 20.0) -> Delivery:
+        end = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for d in self.deliveries:
+                    if match(d):
+                        return d
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no {what} within {timeout:g} s; got {[(d.path, d.type) for d in self.deliveries]}")
+                self.cond.wait(left)
+
+    def of(self, name: str, type_: str = "agent.run") -> list[Delivery]:
+        with self.cond:
+            return [d for d in self.deliveries if d.path == name and d.type == type_]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def agents():
+    server = AgentServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def seen():
+    """Every callback token and signing secret the module met: none may be in the log."""
+    return {"tokens": set(), "secrets": set()}
+
+
+def create_webhook(system, agents: AgentServer, seen, name: str, behaviour: Behaviour, **fields) -> dict:
+    api = system.http(system.token)
+    r = api.post("/api/agents", json={"name": name, "kind": "webhook", "config": {"url": agents.url(name)}, **fields})
+    assert r.status_code == 201, r.text
+    agent = r.json()
+    assert agent["signingSecret"].startswith("whsec_")
+    agents.secrets[name] = [agent["signingSecret"]]
+    agents.behaviours[name] = behaviour
+    seen["secrets"].add(agent["signingSecret"])
+    return agent
+
+
+def run_now(system, agent_id: str, **body) -> str:
+    r = system.http(system.token).post(f"/api/agents/{agent_id}/run", json=body)
+    assert r.status_code == 202, r.text
+    return r.json()["sessionId"]
+
+
+def session(system, agent_id: str, session_id: str) -> dict:
+    r = system.http(system.token).get(f"/api/agents/{agent_id}/sessions/{session_id}")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def until(what: str, check, timeout: float = 20.0, every: float = 0.1):
+    end = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > end:
+            raise AssertionError(f"not {what} within {timeout:g} s")
+        time.sleep(every)
+
+
+def ended(system, agent_id: str, session_id: str, timeout: float = 20.0) -> dict:
+    final = ("SUCCEEDED", "FAILED", "DEAD", "CANCELLED", "TIMEOUT")
+
+    def done():
+        s = session(system, agent_id, session_id)
+        return s if s["status"] in final else None
+
+    return until(f"session {session_id} ended", done, timeout)
+
+
+def ts(value: str) -> float:
+    return datetime.fromisoformat(value).timestamp()
+
+
+def later(fn: Callable[[], None]) -> None:
+    threading.Thread(target=fn, daemon=True).start()
+
+
+# --- (a) the signed envelope; output and usage ----------------------------------------------------
+def test_the_envelope_is_signed_and_the_answer_gives_output_and_usage(system, agents, seen):
+    usage = {"inputTokens": 120, "outputTokens": 30, "costUsd": 0.002}
+    agent = create_webhook(system, agents, seen, "sync",
+                           lambda env: (200, {"output": {"echo": env["input"]}, "usage": usage}),
+                           config={"url": agents.url("sync"), "headers": {"X-Team": "ml"}},
+                           heartbeatSeconds=30, maxRetries=2)
+    sid = run_now(system, agent["id"], input={"topic": "tides"})
+    s = ended(system, agent["id"], sid)
+    assert s["status"] == "SUCCEEDED", s
+    assert s["output"] == {"echo": {"topic": "tides"}}
+    assert s["usage"]["inputTokens"] == 120 and s["usage"]["outputTokens"] == 30
+    assert s["async"] is False
+
+    [d] = agents.of("sync")
+    # verified with the library agents use, with the secret from the create answer
+    assert Webhook(agent["signingSecret"]).verify(d.body, d.headers) == d.payload
+    assert d.headers["webhook-id"] == sid and d.headers["content-type"] == "application/json"
+    assert d.headers["x-team"] == "ml"
+    assert abs(int(d.headers["webhook-timestamp"]) - d.at) < 60
+    env = parse(d.payload)
+    seen["tokens"].add(env.callback.token)
+    assert (env.session_id, env.attempt, env.retries_left) == (sid, 1, 2)
+    assert env.trigger == "MANUAL" and env.priority == "NORMAL"
+    assert env.agent.id == agent["id"] and env.agent.name == "sync"
+    assert env.input == {"topic": "tides"} and env.redriven_from is None and env.last_heartbeat_details is None
+    assert env.timeout_seconds == agent["timeoutSeconds"]
+    assert env.deadline is not None and env.deadline.timestamp() == pytest.approx(
+        ts(s["startedAt"]) + agent["timeoutSeconds"], abs=1)
+    assert env.callback.url == f"{system.api_url}/api/callbacks/{sid}/1"
+    assert env.callback.heartbeat_seconds == 30 and len(env.callback.token) >= 22
+    # a tampered body does not verify
+    with pytest.raises(WebhookVerificationError):
+        Webhook(agent["signingSecret"]).verify(d.body.replace(b"tides", b"tidez"), d.headers)
+
+
+# --- (b) async: 202, progress over the WebSocket, completion by callback --------------------------
+def test_an_async_run_reports_progress_live_and_completes_by_callback(system, agents, seen):
+    gate = threading.Event()
+
+    def work(env: dict) -> None:
+        with Run(parse(env)) as run:
+            gate.wait(10)
+            run.progress(40, "reading sources")
+            run.heartbeat({"page": 3})
+            run.complete({"summary": "done"}, usage={"inputTokens": 1200, "outputTokens": 300})
+
+    def behaviour(env: dict):
+        seen["tokens"].add(env["callback"]["token"])
+        later(lambda: work(env))
+        return 202, {"accepted": True}
+
+    agent = create_webhook(system, agents, seen, "async", behaviour, heartbeatSeconds=30)
+    events = system.ws(system.token)
+    events.send({"action": "subscribe", "agentIds": [agent["id"]]})
+    events.expect("subscribed")
+    sid = run_now(system, agent["id"])
+    agents.wait("the async delivery", lambda d: d.path == "async" and d.type == "agent.run")
+    running = until("async RUNNING", lambda: (s := session(system, agent["id"], sid))["async"] and s)
+    assert running["status"] == "RUNNING"
+    gate.set()
+    progress = events.expect("agent:progress", sessionId=sid)
+    assert progress["data"]["progress"] == 40 and progress["data"].get("message") == "reading sources"
+    events.expect("agent:completed", sessionId=sid)
+    s = ended(system, agent["id"], sid)
+    assert s["status"] == "SUCCEEDED" and s["async"] is True
+    assert s["output"] == {"summary": "done"}
+    assert s["usage"]["inputTokens"] == 1200 and s["usage"]["outputTokens"] == 300
+    assert s["progress"]["percent"] == 40 and s["progress"]["message"] == "reading sources"
+
+
+# --- (c) a retried async failure: a new attempt, a new token ---------------------------------------
+def test_a_retried_async_failure_gets_a_new_token_and_the_checkpoint(system, agents, seen):
+    def behaviour(env: dict):
+        seen["tokens"].add(env["callback"]["token"])
+        if env["attempt"] == 1:
+            def fail() -> None:
+                with Run(parse(env)) as run:
+                    run.heartbeat({"page": 7})
+                    run.fail("upstream flaked", "TRANSIENT")
+            later(fail)
+        return 202, {}
+
+    agent = create_webhook(system, agents, seen, "retried", behaviour, maxRetries=1, heartbeatSeconds=60)
+    sid = run_now(system, agent["id"])
+    second = agents.wait("the second attempt", lambda d: d.path == "retried" and (d.payload or {}).get("attempt") == 2)
+    first = agents.of("retried")[0]
+    old, new = parse(first.payload).callback, parse(second.payload).callback
+    assert old.token != new.token and new.url.endswith(f"/callbacks/{sid}/2")
+    assert second.payload["lastHeartbeatDetails"] == {"page": 7}
+    assert second.payload["retriesLeft"] == 0 and second.headers["webhook-id"] == sid
+
+    with httpx.Client(timeout=10) as http:
+        wrong = http.post(new.url + "/progress", json={"progress": 10}, headers={"Authorization": f"Bearer {old.token}"})
+        assert wrong.status_code == 404, wrong.text
+        stale = http.post(old.url + "/progress", json={"progress": 10}, headers={"Authorization": f"Bearer {old.token}"})
+        assert stale.status_code == 409 and stale.json()["endedBy"] == "FAILED", stale.text
+        assert http.post(new.url + "/progress", json={"progress": 10}).status_code in (401, 404)  # no token at all
+    with Run(new) as run:
+        assert run.complete({"ok": True})["status"] in ("SUCCEEDED", "RUNNING")
+    s = ended(system, agent["id"], sid)
+    assert s["status"] == "SUCCEEDED" and s["attempt"] == 2 and s["output"] == {"ok": True}
+
+
+# --- (d) a heartbeat timeout ---------------------------------------------------------------------------
+def test_a_silent_async_agent_times_out_on_its_heartbeat_within_a_tick(system, agents, seen):
+    def behaviour(env: dict):
+        seen["tokens"].add(env["callback"]["token"])
+        return 202, {}  # and never calls back
+
+    agent = create_webhook(system, agents, seen, "silent", behaviour, heartbeatSeconds=10, maxRetries=0)
+    sid = run_now(system, agent["id"])
+    accepted = agents.wait("the silent delivery", lambda d: d.path == "silent" and d.type == "agent.run")
+    s = ended(system, agent["id"], sid, timeout=10 + 4 * TICK_SECONDS + 10)
+    assert s["status"] == "DEAD" and s["error"]["category"] == "TIMEOUT", s
+    assert "heartbeat" in s["error"]["message"].lower(), s["error"]
+    silent_for = ts(s["finishedAt"]) - accepted.at
+    assert 10 - 1 <= silent_for <= 10 + TICK_SECONDS + 3, silent_for  # 1 s: the agent's and our clocks
+
+
+# --- (e) cancel of an async run ----------------------------------------------------------------------
+def test_cancel_of_an_async_run_frees_its_slot_and_tells_the_agent_signed(system, agents, seen):
+    def behaviour(env: dict):
+        seen["tokens"].add(env["callback"]["token"])
+        if env["attempt"] == 1 and env["input"] == {"n": 1}:
+            return 202, {}
+        return 200, {"output": "second run", "usage": {"inputTokens": 1, "outputTokens": 1}}
+
+    agent = create_webhook(system, agents, seen, "cancelled", behaviour, maxConcurrency=1, heartbeatSeconds=600)
+    api = system.http(system.token)
+    sid = run_now(system, agent["id"], input={"n": 1})
+    delivery = agents.wait("the delivery", lambda d: d.path == "cancelled" and d.type == "agent.run")
+    until("async RUNNING", lambda: session(system, agent["id"], sid)["async"])
+    r = api.post(f"/api/agents/{agent['id']}/sessions/{sid}/cancel")
+    assert r.status_code == 202, r.text
+    s = ended(system, agent["id"], sid, timeout=5)
+    assert s["status"] == "CANCELLED"
+    notice = agents.wait("the agent.cancel", lambda d: d.path == "cancelled" and d.type == "agent.cancel")
+    assert Webhook(agent["signingSecret"]).verify(notice.body, notice.headers) == notice.payload
+    assert notice.payload == {"type": "agent.cancel", "sessionId": sid, "attempt": 1}
+    assert notice.headers["webhook-id"] == sid
+    # the callback of the cancelled attempt is told so
+    cb = parse(delivery.payload).callback
+    late = httpx.post(cb.url + "/heartbeat", json={}, headers={"Authorization": f"Bearer {cb.token}"}, timeout=10)
+    assert late.status_code == 409 and late.json()["endedBy"] == "CANCELLED", late.text
+    # its slot (maxConcurrency 1) is free: the next run starts and finishes
+    nxt = run_now(system, agent["id"], input={"n": 2})
+    done = ended(system, agent["id"], nxt)
+    assert done["status"] == "SUCCEEDED" and done["output"] == "second run"
+
+
+# --- (g) a synchronous answer after 65 s (slow: SCHEDULER_SLOW_E2E=1) ------------------------------
+@pytest.mark.skipif(not SLOW, reason="takes 65 s; set SCHEDULER_SLOW_E2E=1")
+def test_a_synchronous_answer_after_65_seconds_is_kept(system, agents, seen):
+    def behaviour(env: dict):
+        seen["tokens"].add(env["callback"]["token"])
+        time.sleep(65)
+        return 200, {"output": "slow but sure", "usage": {"inputTokens": 5, "outputTokens": 5}}
+
+    agent = create_webhook(system, agents, seen, "slow", behaviour, timeoutSeconds=120, maxRetries=0)
+    sid = run_now(system, agent["id"])
+    s = ended(system, agent["id"], sid, timeout=100)
+    assert s["status"] == "SUCCEEDED" and s["output"] == "slow but sure" and s["usage"]["inputTokens"] == 5
+
+
+# --- (f) no token or secret in the log (last: it reads what the tests above made the system log) -----
+def test_no_callback_token_or_signing_secret_reaches_the_log(system, seen):
+    log = system.log()
+    assert seen["tokens"] and seen["secrets"]
+    leaked = [t[:6] + "..." for t in seen["tokens"] | seen["secrets"] if t in log]
+    assert not leaked, f"in the log: {leaked}"
+    # nor the HMAC key (the secret without its prefix)
+    assert not [s for s in seen["secrets"] if s.removeprefix("whsec_") in log]
+
+
+# --- a restart keeps the signing key ------------------------------------------------------------------
+def test_a_webhook_agent_still_signs_after_a_restart_on_the_same_state(tmp_path: Path, agents):
+    state = tmp_path / "state"
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    first = start_system(tmp_path / "one", SCHEDULER_LOCAL_STATE_DIR=str(state))
+    try:
+        created = first.http(first.token).post("/api/agents", json={
+            "name": "restarted", "kind": "webhook", "config": {"url": agents.url("restarted")}})
+        assert created.status_code == 201, created.text
+        agent = created.json()
+    finally:
+        assert stop_system(first, signal.SIGINT) == 0, first.log()[-3000:]
+    agents.secrets["restarted"] = [agent["signingSecret"]]  # only what the create answer showed
+    agents.behaviours["restarted"] = lambda env: (200, {"output": {"attempt": env["attempt"]}})
+
+    second = start_system(tmp_path / "two", SCHEDULER_LOCAL_STATE_DIR=str(state))
+    try:
+        sid = run_now(second, agent["id"])
+        s = ended(second, agent["id"], sid)
+        assert s["status"] == "SUCCEEDED", (s, second.log()[-3000:])
+        [d] = agents.of("restarted")
+        assert d.headers["webhook-id"] == sid
+        assert Webhook(agent["signingSecret"]).verify(d.body, d.headers)["sessionId"] == sid
+    finally:
+        stop_system(second)
