@@ -12,7 +12,9 @@ state out through the AWS API, as any client could:
   is made to have run out (the process that held it is gone), so the first tick's
   recovery sweep sends each admitted run again and ends each attempt that was running
   as abandoned, retried through admission: queued, admitted and running runs finish
-  exactly once (the run path takes duplicate and late deliveries as normal).
+  exactly once (the run path takes duplicate and late deliveries as normal). Async
+  attempts keep their lease: their agent, not the process, holds them, and its
+  callbacks after the restart count (its heartbeat and deadline still apply).
 - **When**: every :data:`INTERVAL_SECONDS` seconds and once more at shutdown, so after a
   ``kill -9`` at most the last few seconds are lost. Each snapshot replaces
   ``state.json`` atomically (written beside it, flushed, renamed over it).
@@ -50,6 +52,7 @@ LOCK_FILE = "lock"
 FORMAT = 1
 INTERVAL_SECONDS = 5.0
 LEASE_ATTRIBUTE = "run_lease_until"  # sessions: claim (ADMITTED) or finish (RUNNING) by then
+ASYNC_ATTRIBUTE = "is_async"  # sessions: the running attempt was accepted (202); its agent holds it
 GONE_WITH_THE_PROCESS = ("subs", "live_from")  # the event stream's head: which connections follow it
 SIGNING_KEY = "signingKey"  # the snapshot's member that keeps the emulator's signing key
 
@@ -157,9 +160,12 @@ def snapshot(dynamodb, *, skip: frozenset[str] = frozenset()) -> dict:
 
 
 def _revived(item: dict[str, Any]) -> dict[str, Any]:
-    """The item as a new process must see it: no lease held, no connection following."""
+    """The item as a new process must see it: no lease held, no connection following.
+
+    An async attempt (the agent answered 202) is the exception: no process of ours holds
+    it, the agent works on and calls back, so its lease (heartbeat or deadline) stands."""
     out = {k: v for k, v in item.items() if k not in GONE_WITH_THE_PROCESS}
-    if LEASE_ATTRIBUTE in out:
+    if LEASE_ATTRIBUTE in out and not (out.get(ASYNC_ATTRIBUTE) or {}).get("BOOL"):
         out[LEASE_ATTRIBUTE] = {"N": "0"}
     return out
 

@@ -9,8 +9,8 @@ heartbeat timeout; cancel of an async run (slot freed, a signed ``agent.cancel``
 on the same state directory after which the agent still verifies; no token or secret in the
 system's log. A synchronous answer after 65 s runs only with ``SCHEDULER_SLOW_E2E=1``.
 
-One system for the module (the shared ``system`` fixture: 2 s tick, short backoff), two more
-for the restart.
+One system for the module (as the shared fixture starts it: 2 s tick, short backoff, but
+logging at DEBUG), two more for the restart.
 """
 from __future__ import annotations
 
@@ -123,6 +123,18 @@ class AgentServer:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory):
+    """This module's own system, logging at DEBUG: no level may print a token or a secret."""
+    s = start_system(tmp_path_factory.mktemp("agents-e2e"), SCHEDULER_LOG_LEVEL="DEBUG")
+    try:
+        yield s
+    finally:
+        stop_system(s)
+        if os.environ.get("E2E_SHOW_LOG"):
+            print(s.log())
 
 
 @pytest.fixture(scope="module")
@@ -390,5 +402,44 @@ def test_a_webhook_agent_still_signs_after_a_restart_on_the_same_state(tmp_path:
         [d] = agents.of("restarted")
         assert d.headers["webhook-id"] == sid
         assert Webhook(agent["signingSecret"]).verify(d.body, d.headers)["sessionId"] == sid
+    finally:
+        stop_system(second)
+
+
+def test_an_async_run_in_flight_survives_a_restart_and_completes_by_its_callback(tmp_path: Path, agents):
+    """The agent keeps working while the system restarts: its attempt is not the process's, so
+    the restart must not end it; the agent's callback after the restart completes it."""
+    state = tmp_path / "state"
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    agents.behaviours["inflight"] = lambda env: (202, {})
+    first = start_system(tmp_path / "one", SCHEDULER_LOCAL_STATE_DIR=str(state))
+    try:
+        created = first.http(first.token).post("/api/agents", json={
+            "name": "inflight", "kind": "webhook", "config": {"url": agents.url("inflight")},
+            "maxRetries": 0, "heartbeatSeconds": 120})
+        assert created.status_code == 201, created.text
+        agent = created.json()
+        agents.secrets["inflight"] = [agent["signingSecret"]]
+        sid = run_now(first, agent["id"])
+        delivery = agents.wait("the delivery", lambda d: d.path == "inflight" and d.type == "agent.run")
+        until("async RUNNING", lambda: session(first, agent["id"], sid)["async"])
+    finally:
+        assert stop_system(first, signal.SIGINT) == 0, first.log()[-3000:]
+
+    second = start_system(tmp_path / "two", SCHEDULER_LOCAL_STATE_DIR=str(state))
+    try:
+        until("two recovery sweeps", lambda: second.log().count('"message":"tick"') >= 2, timeout=15)
+        s = session(second, agent["id"], sid)
+        assert (s["status"], s["attempt"], s["async"]) == ("RUNNING", 1, True), s
+        cb = parse(delivery.payload).callback
+        # `make run` keeps its port; this test's systems get new ones, so the same path on the new one
+        path = cb.url.split("/api/", 1)[1]
+        done = httpx.post(f"{second.api_url}/api/{path}/complete", json={"output": "made it"},
+                          headers={"Authorization": f"Bearer {cb.token}"}, timeout=10)
+        assert done.status_code == 200, done.text
+        s = ended(second, agent["id"], sid)
+        assert (s["status"], s["attempt"], s["output"]) == ("SUCCEEDED", 1, "made it")
+        assert len(agents.of("inflight")) == 1  # not delivered again
     finally:
         stop_system(second)
