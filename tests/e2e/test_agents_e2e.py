@@ -313,14 +313,31 @@ def test_a_silent_async_agent_times_out_on_its_heartbeat_within_a_tick(system, a
         seen["tokens"].add(env["callback"]["token"])
         return 202, {}  # and never calls back
 
+    def beating(env: dict):
+        seen["tokens"].add(env["callback"]["token"])
+
+        def work() -> None:  # alive past its 10 s by heartbeats every 4 s, then done
+            with Run(parse(env)) as run:
+                for i in range(4):
+                    run.heartbeat({"step": i})
+                    time.sleep(4)
+                run.complete("kept alive")
+        later(work)
+        return 202, {}
+
     agent = create_webhook(system, agents, seen, "silent", behaviour, heartbeatSeconds=10, maxRetries=0)
+    alive = create_webhook(system, agents, seen, "beating", beating, heartbeatSeconds=10, maxRetries=0)
     sid = run_now(system, agent["id"])
+    other = run_now(system, alive["id"])
     accepted = agents.wait("the silent delivery", lambda d: d.path == "silent" and d.type == "agent.run")
     s = ended(system, agent["id"], sid, timeout=10 + 4 * TICK_SECONDS + 10)
     assert s["status"] == "DEAD" and s["error"]["category"] == "TIMEOUT", s
     assert "heartbeat" in s["error"]["message"].lower(), s["error"]
     silent_for = ts(s["finishedAt"]) - accepted.at
     assert 10 - 1 <= silent_for <= 10 + TICK_SECONDS + 3, silent_for  # 1 s: the agent's and our clocks
+    kept = ended(system, alive["id"], other, timeout=30)
+    assert kept["status"] == "SUCCEEDED" and kept["output"] == "kept alive", kept
+    assert ts(kept["finishedAt"]) - ts(kept["startedAt"]) > 10  # it outlived one heartbeat period
 
 
 # --- (e) cancel of an async run ----------------------------------------------------------------------
@@ -348,10 +365,71 @@ def test_cancel_of_an_async_run_frees_its_slot_and_tells_the_agent_signed(system
     cb = parse(delivery.payload).callback
     late = httpx.post(cb.url + "/heartbeat", json={}, headers={"Authorization": f"Bearer {cb.token}"}, timeout=10)
     assert late.status_code == 409 and late.json()["endedBy"] == "CANCELLED", late.text
+    status = api.get("/api/scheduler/status").json()
+    assert status["running"] == 0, status  # the global and tenant slots are free at once
     # its slot (maxConcurrency 1) is free: the next run starts and finishes
     nxt = run_now(system, agent["id"], input={"n": 2})
     done = ended(system, agent["id"], nxt)
     assert done["status"] == "SUCCEEDED" and done["output"] == "second run"
+
+
+def test_a_synchronous_agent_learns_of_a_cancel_from_its_callback_answers(system, agents, seen):
+    told = {}
+
+    def behaviour(env: dict):
+        seen["tokens"].add(env["callback"]["token"])
+        with Run(parse(env)) as run:
+            end = time.monotonic() + 15
+            while time.monotonic() < end and not run.cancel_requested:
+                run.heartbeat()
+                time.sleep(0.2)
+            told["cancel_requested"] = run.cancel_requested
+            if run.cancel_requested:  # stop: a failure ends it CANCELLED (a 2xx answer would be a success)
+                told["fail"] = run.fail("stopped on request")["status"]
+        return 200, {"output": "too late: the fail above ended the attempt"}
+
+    agent = create_webhook(system, agents, seen, "sync-cancel", behaviour, maxRetries=0)
+    sid = run_now(system, agent["id"])
+    until("RUNNING", lambda: session(system, agent["id"], sid)["status"] == "RUNNING")
+    r = system.http(system.token).post(f"/api/agents/{agent['id']}/sessions/{sid}/cancel")
+    assert r.status_code == 202, r.text
+    s = ended(system, agent["id"], sid, timeout=20)
+    until("the agent's fail answered", lambda: "fail" in told, timeout=5)  # the run ends before it returns
+    assert told == {"cancel_requested": True, "fail": "CANCELLED"}
+    assert s["status"] == "CANCELLED" and s["output"] is None, s
+
+
+def test_the_webhook_example_runs_sync_and_async_with_live_progress(system, seen):
+    from examples.webhook_agent import make_server
+
+    secrets: list[str] = []  # the example reads the list it is given: the secret comes with the agent
+    example = make_server(secrets)
+    threading.Thread(target=example.serve_forever, daemon=True).start()
+    try:
+        api = system.http(system.token)
+        r = api.post("/api/agents", json={"name": "example", "kind": "webhook",
+                                          "config": {"url": f"http://127.0.0.1:{example.server_address[1]}/"}})
+        assert r.status_code == 201, r.text
+        agent = r.json()
+        secrets.append(agent["signingSecret"])
+        seen["secrets"].add(agent["signingSecret"])
+        events = system.ws(system.token)
+        events.send({"action": "subscribe", "agentIds": [agent["id"]]})
+        events.expect("subscribed")
+
+        sync = ended(system, agent["id"], run_now(system, agent["id"], input={"text": "three little words"}))
+        assert sync["status"] == "SUCCEEDED" and sync["output"] == {"words": 3}
+        assert sync["usage"]["inputTokens"] == 3 and sync["async"] is False
+
+        sid = run_now(system, agent["id"], input={"slow": True, "text": "a b c d"})
+        progress = events.expect("agent:progress", sessionId=sid)
+        assert progress["data"]["progress"] == 50
+        slow = ended(system, agent["id"], sid)
+        assert slow["status"] == "SUCCEEDED" and slow["async"] is True and slow["output"] == {"words": 4}
+        assert slow["usage"]["inputTokens"] == 4
+    finally:
+        example.shutdown()
+        example.server_close()
 
 
 # --- (g) a synchronous answer after 65 s (slow: SCHEDULER_SLOW_E2E=1) ------------------------------
