@@ -432,6 +432,64 @@ def test_the_webhook_example_runs_sync_and_async_with_live_progress(system, seen
         example.server_close()
 
 
+def test_a_rotation_signs_with_both_secrets_and_a_revoke_with_the_new_one_only(system, agents, seen):
+    agent = create_webhook(system, agents, seen, "rotated", lambda env: (200, {"output": env["attempt"]}))
+    api = system.http(system.token)
+    old = agent["signingSecret"]
+    r = api.post(f"/api/agents/{agent['id']}/signing-secret", json={})
+    assert r.status_code == 200, r.text
+    new = r.json()["signingSecret"]
+    seen["secrets"].add(new)
+    assert new != old and "signingSecret" not in api.get(f"/api/agents/{agent['id']}").json()
+    agents.secrets["rotated"] = [new]
+    assert ended(system, agent["id"], run_now(system, agent["id"]))["status"] == "SUCCEEDED"
+    d = agents.of("rotated")[-1]
+    assert len(d.headers["webhook-signature"].split()) == 2
+    for secret in (old, new):  # an agent that knows either secret verifies the delivery
+        assert Webhook(secret).verify(d.body, d.headers)["type"] == "agent.run"
+
+    r = api.post(f"/api/agents/{agent['id']}/signing-secret", json={"revokePrevious": True})
+    assert r.status_code == 200, r.text
+    newest = r.json()["signingSecret"]
+    seen["secrets"].add(newest)
+    agents.secrets["rotated"] = [newest]
+    assert ended(system, agent["id"], run_now(system, agent["id"]))["status"] == "SUCCEEDED"
+    d = agents.of("rotated")[-1]
+    assert len(d.headers["webhook-signature"].split()) == 1
+    with pytest.raises(WebhookVerificationError):
+        Webhook(new).verify(d.body, d.headers)
+
+
+def test_a_redriven_webhook_run_says_where_it_comes_from(system, agents, seen):
+    def behaviour(env: dict):
+        seen["tokens"].add(env["callback"]["token"])
+        return (500, {"error": "down"}) if env["trigger"] != "REDRIVE" else (200, {"output": "back"})
+
+    agent = create_webhook(system, agents, seen, "redriven", behaviour, maxRetries=0)
+    dead = ended(system, agent["id"], run_now(system, agent["id"], input={"k": 1}))
+    assert dead["status"] == "DEAD" and dead["error"]["category"] == "TRANSIENT", dead
+    r = system.http(system.token).post("/api/dlq/redrive", json={"sessionIds": [dead["sessionId"]]})
+    assert r.status_code == 202 and r.json()["redriven"] == 1, r.text
+    d = agents.wait("the redriven delivery", lambda d: d.path == "redriven" and (d.payload or {}).get("trigger") == "REDRIVE")
+    assert d.payload["redrivenFrom"] == dead["sessionId"] and d.payload["input"] == {"k": 1}
+    assert d.headers["webhook-id"] == d.payload["sessionId"] != dead["sessionId"]
+    assert ended(system, agent["id"], d.payload["sessionId"])["output"] == "back"
+
+
+def test_a_webhook_agent_never_reaches_the_systems_own_ports(system, seen):
+    api = system.http(system.token)
+    for port in (system.api_port, system.ws_port, system.moto_port):
+        r = api.post("/api/agents", json={"name": f"inward-{port}", "kind": "webhook",
+                                          "config": {"url": f"http://127.0.0.1:{port}/api/health"}})
+        if r.status_code == 400:
+            assert r.json()["field"].startswith("config"), r.text
+            continue
+        assert r.status_code == 201, r.text
+        seen["secrets"].add(r.json()["signingSecret"])
+        s = ended(system, r.json()["id"], run_now(system, r.json()["id"]))
+        assert s["status"] == "DEAD" and s["error"]["category"] == "PERMANENT", s
+
+
 # --- (g) a synchronous answer after 65 s (slow: SCHEDULER_SLOW_E2E=1) ------------------------------
 @pytest.mark.skipif(not SLOW, reason="takes 65 s; set SCHEDULER_SLOW_E2E=1")
 def test_a_synchronous_answer_after_65_seconds_is_kept(system, agents, seen):
