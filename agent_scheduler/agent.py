@@ -31,12 +31,12 @@ import httpx
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 __all__ = [
-    "AgentRef", "Callback", "CallbackError", "EnvelopeError", "Run", "RunEnvelope", "RunFinished",
+    "CANCEL_TYPE", "ENVELOPE_TYPE", "AgentRef", "Callback", "CallbackError", "EnvelopeError", "Run", "RunEnvelope", "RunFinished",
     "SignatureError", "parse", "verify",
 ]
 
 ENVELOPE_TYPE = "agent.run"
-CANCEL_TYPE = "agent.cancel"
+CANCEL_TYPE = "agent.cancel"  # the signed notice of a cancelled async run: {"type", "sessionId", "attempt"}
 CATEGORIES = ("TRANSIENT", "PERMANENT", "RATE_LIMITED", "AGENT_ERROR")
 
 

@@ -9,7 +9,8 @@ then create the agent (the answer shows the secret once)::
 A run whose input says ``{"slow": true}`` is answered 202 at once and finished
 through the callback from a thread; any other run is answered synchronously with
 its output and usage. A session id seen before is answered with the stored
-result (delivery is at least once), never a bare 200.
+result (delivery is at least once), never a bare 200. A signed ``agent.cancel``
+(a user cancelled an async run) is answered 200 and remembered.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from agent_scheduler.agent import Run, RunEnvelope, SignatureError, parse, verify
+from agent_scheduler.agent import CANCEL_TYPE, EnvelopeError, Run, RunEnvelope, SignatureError, parse, verify
 
 
 def work(run: RunEnvelope) -> dict:
@@ -31,6 +32,7 @@ def work(run: RunEnvelope) -> dict:
 
 def make_server(secrets: list[str], port: int = 0, host: str = "127.0.0.1") -> ThreadingHTTPServer:
     results: dict[str, dict] = {}  # session id -> the answer we gave (a real agent stores it durably)
+    cancelled: set[str] = set()  # session ids a user cancelled (a real agent stops their work)
 
     def finish_later(envelope: RunEnvelope) -> None:
         with Run(envelope) as run:
@@ -43,9 +45,16 @@ def make_server(secrets: list[str], port: int = 0, host: str = "127.0.0.1") -> T
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             try:
-                envelope = parse(verify(body, dict(self.headers.items()), secrets))
+                payload = verify(body, dict(self.headers.items()), secrets)
             except SignatureError:
                 return self.answer(401, {"error": "bad signature"})
+            if payload.get("type") == CANCEL_TYPE:  # stop the work; the scheduler has ended the run
+                cancelled.add(str(payload.get("sessionId")))
+                return self.answer(200, {"ok": True})
+            try:
+                envelope = parse(payload)
+            except EnvelopeError as exc:
+                return self.answer(400, {"error": str(exc)})
             if envelope.session_id in results:  # a repeated delivery: the stored result again
                 return self.answer(200, results[envelope.session_id])
             slow = isinstance(envelope.input, dict) and envelope.input.get("slow")
@@ -66,7 +75,9 @@ def make_server(secrets: list[str], port: int = 0, host: str = "127.0.0.1") -> T
         def log_message(self, *args) -> None:
             pass
 
-    return ThreadingHTTPServer((host, port), Handler)
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.cancelled = cancelled  # type: ignore[attr-defined]
+    return server
 
 
 if __name__ == "__main__":

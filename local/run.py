@@ -10,7 +10,8 @@
 - the tick every ``SCHEDULER_TICK_SECONDS`` (the first one at once) and the SQS
   poller feeding the worker, both through the app's own Lambda handlers;
 - with ``SCHEDULER_LOCAL_STATE_DIR`` (default ``.local/state``; empty: memory only),
-  the tables restored from the last snapshot before the tick starts, and saved every
+  the tables (and the KMS key of the signing secrets) restored from the last snapshot
+  before the tick starts, and saved every
   5 s and at shutdown (local/state.py).
 
 Prints the URLs and development tokens, logs one line per run state change,
@@ -216,27 +217,45 @@ class System:
         sqs = aws.client("sqs", region=settings.region, endpoint_url=settings.aws_endpoint_url)
         sns = aws.client("sns", region=settings.region, endpoint_url=settings.aws_endpoint_url)
         kms = aws.client("kms", region=settings.region, endpoint_url=settings.aws_endpoint_url)
+        data = self.state.load() if self.state is not None else None
+        kept_key = self.restore_signing_key(data)
+        if kept_key and not settings.signing_key_id:
+            settings = settings.with_(signing_key_id=kept_key)
         settings = provision(settings, sqs, sns, kms)  # a KMS key for webhook agents' signing secrets
         os.environ.setdefault("SCHEDULER_SIGNING_KEY_ID", settings.signing_key_id)
         self.container = Container(settings)
         wiring.set_container(self.container)
         self.settings = settings
         if self.state is not None:
-            self.keep_state(self.state)
+            self.keep_state(self.state, data)
 
-    def keep_state(self, state: StateDir) -> None:
+    @staticmethod
+    def restore_signing_key(data: dict | None) -> str | None:
+        """The kept KMS key of the signing secrets, back in the new emulator under its old id."""
+        from local.state import SIGNING_KEY, restore_signing_key
+
+        saved = (data or {}).get(SIGNING_KEY)
+        if not saved:
+            if data is not None:  # kept by a version that did not keep the key
+                log.warning("state: no signing key was kept; webhook agents made before cannot sign until "
+                            "their signing secret is rotated")
+            return None
+        return restore_signing_key(saved)
+
+    def keep_state(self, state: StateDir, data: dict | None) -> None:
         """Restore the last snapshot into the new tables, then snapshot from now on (local/state.py)."""
-        from local.state import Snapshotter, restore, snapshot
+        from local.state import SIGNING_KEY, Snapshotter, restore, signing_key_snapshot, snapshot
 
         assert self.container is not None
         dynamodb = self.container.client("dynamodb")
-        data = state.load()
         if data is not None:
             self.restored = restore(dynamodb, data)
             log.info("state restored from %s: %s", state.file,
                      ", ".join(f"{name} {n}" for name, n in sorted(self.restored.items())) or "empty")
         skip = frozenset({self.settings.connections_table})  # connections end with the process
-        self.snapshots = Snapshotter(state, lambda: snapshot(dynamodb, skip=skip))
+        key = signing_key_snapshot(self.settings.signing_key_id) if self.settings.signing_key_id else None
+        kept = {SIGNING_KEY: key} if key else {}  # the key never changes while the system runs
+        self.snapshots = Snapshotter(state, lambda: {**snapshot(dynamodb, skip=skip), **kept})
 
     def build_servers(self):
         import uvicorn

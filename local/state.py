@@ -12,12 +12,20 @@ state out through the AWS API, as any client could:
   is made to have run out (the process that held it is gone), so the first tick's
   recovery sweep sends each admitted run again and ends each attempt that was running
   as abandoned, retried through admission: queued, admitted and running runs finish
-  exactly once (the run path takes duplicate and late deliveries as normal).
+  exactly once (the run path takes duplicate and late deliveries as normal). Async
+  attempts keep their lease: their agent, not the process, holds them, and its
+  callbacks after the restart count (its heartbeat and deadline still apply).
 - **When**: every :data:`INTERVAL_SECONDS` seconds and once more at shutdown, so after a
   ``kill -9`` at most the last few seconds are lost. Each snapshot replaces
   ``state.json`` atomically (written beside it, flushed, renamed over it).
 - **Restore**: on start, after the tables are created and before the tick and the
   poller start. One process at a time: ``lock`` is held (flock) while the system runs.
+- **The signing key**: webhook agents' signing secrets are stored encrypted with a KMS
+  key of the emulator, so the snapshot also keeps that key (its id and key material,
+  read from moto's in-process KMS backend: KMS itself never exports key material, and
+  moto cannot import it), and a start restores it under the same id before anything
+  is provisioned. Without it no webhook agent could sign after a restart. The file is
+  private to its owner (0600) for this reason too.
 
 ``python -m local.state reset [DIR]`` empties the directory (``make reset``); it refuses
 while a system runs on it.
@@ -44,7 +52,9 @@ LOCK_FILE = "lock"
 FORMAT = 1
 INTERVAL_SECONDS = 5.0
 LEASE_ATTRIBUTE = "run_lease_until"  # sessions: claim (ADMITTED) or finish (RUNNING) by then
+ASYNC_ATTRIBUTE = "is_async"  # sessions: the running attempt was accepted (202); its agent holds it
 GONE_WITH_THE_PROCESS = ("subs", "live_from")  # the event stream's head: which connections follow it
+SIGNING_KEY = "signingKey"  # the snapshot's member that keeps the emulator's signing key
 
 
 class StateError(Exception):
@@ -150,9 +160,12 @@ def snapshot(dynamodb, *, skip: frozenset[str] = frozenset()) -> dict:
 
 
 def _revived(item: dict[str, Any]) -> dict[str, Any]:
-    """The item as a new process must see it: no lease held, no connection following."""
+    """The item as a new process must see it: no lease held, no connection following.
+
+    An async attempt (the agent answered 202) is the exception: no process of ours holds
+    it, the agent works on and calls back, so its lease (heartbeat or deadline) stands."""
     out = {k: v for k, v in item.items() if k not in GONE_WITH_THE_PROCESS}
-    if LEASE_ATTRIBUTE in out:
+    if LEASE_ATTRIBUTE in out and not (out.get(ASYNC_ATTRIBUTE) or {}).get("BOOL"):
         out[LEASE_ATTRIBUTE] = {"N": "0"}
     return out
 
@@ -174,6 +187,50 @@ def restore(dynamodb, data: dict) -> dict[str, int]:
                 requests = got.get("UnprocessedItems", {}).get(name, [])
         counts[name] = len(items)
     return counts
+
+
+# --- the emulator's KMS key of the signing secrets ----------------------------------------------
+def signing_key_snapshot(key_id: str) -> dict | None:
+    """The KMS key ``key_id`` of the in-process emulator as plain JSON (None if it has none)."""
+    import base64
+
+    from moto.kms.models import kms_backends
+
+    for account_id, regions in list(kms_backends.items()):
+        for region, backend in list(regions.items()):
+            key = backend.keys.get(key_id)
+            if key is None:
+                continue
+            return {"keyId": key.id, "account": account_id, "region": region, "description": key.description,
+                    "createdAt": key.creation_date, "material": base64.b64encode(key.key_material).decode("ascii")}
+    return None
+
+
+def restore_signing_key(saved: dict) -> str:
+    """Put a key of :func:`signing_key_snapshot` back into the in-process emulator under its old
+    id, so the ciphertexts kept on the agents decrypt again; its id."""
+    import base64
+
+    from moto.kms.models import kms_backends
+
+    try:
+        key_id, account_id, region = str(saved["keyId"]), str(saved["account"]), str(saved["region"])
+        material = base64.b64decode(str(saved["material"]), validate=True)
+    except (KeyError, TypeError, ValueError):
+        raise StateError("the kept signing key is not readable; `make reset` empties the state") from None
+    backend = kms_backends[account_id][region]
+    if key_id not in backend.keys:
+        key = backend.create_key(None, "ENCRYPT_DECRYPT", "SYMMETRIC_DEFAULT", str(saved.get("description") or ""),
+                                 None)
+        del backend.keys[key.id]
+        key.arn = key.arn.replace(key.id, key_id)
+        key.id = key_id
+        backend.keys[key_id] = key
+    key = backend.keys[key_id]
+    key.key_material = material
+    if isinstance(saved.get("createdAt"), (int, float)):
+        key.creation_date = saved["createdAt"]
+    return key_id
 
 
 class Snapshotter:
