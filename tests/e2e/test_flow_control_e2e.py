@@ -328,7 +328,7 @@ def test_bulk_cancel_touches_only_the_callers_runs(system):
     own_ids = [run_now(mine, own["id"])["sessionId"] for _ in range(2)]
     other_ids = [run_now(theirs, other["id"])["sessionId"] for _ in range(2)]
     for api, agent_id, sid in ((mine, own["id"], own_ids[0]), (theirs, other["id"], other_ids[0])):
-        poll(lambda: session(api, agent_id, sid), lambda s: s["status"] == "RUNNING", what=f"{sid} running")
+        poll(lambda a=api, g=agent_id, i=sid: session(a, g, i), lambda s: s["status"] == "RUNNING", what=f"{sid} running")
 
     r = mine.post("/api/sessions/cancel", json={"agentIds": [other["id"]]})
     assert r.status_code == 400 and r.json()["field"] == "agentIds", r.text
