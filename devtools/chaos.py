@@ -130,7 +130,8 @@ AGENTS = (
 )
 # Limits switched on for some agents: a-critical runs one at a time; b-normal and b-high share a
 # pool of one run at a time and two starts a minute; no tenant holds more than TENANT_CAP slots.
-POOLS = {("tenant-b", "b-key"): {"maxConcurrency": 1, "throttle": {"limit": 2, "periodSeconds": 60}}}
+POOLS: dict[tuple[str, str], dict[str, Any]] = {
+    ("tenant-b", "b-key"): {"maxConcurrency": 1, "throttle": {"limit": 2, "periodSeconds": 60}}}
 TENANT_CAP = 3
 BACKFILL_SHARE = 0.15  # of the simulated minutes that start a backfill over a live schedule
 HEARTBEAT_SECONDS = 60
