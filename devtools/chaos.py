@@ -27,6 +27,11 @@ only by the simulation:
 - backfills race the tick: over the last minutes of a live schedule (fires the tick
   planned or is planning at that moment), and over the far-behind schedule's disabled
   window at the moment it is enabled again, while its catch-up writes the same fires.
+- limits are on for some agents: one runs at most one at a time (``maxConcurrency``), two
+  share a pool of one run at a time and two starts a minute, and no tenant holds more than
+  ``TENANT_CAP`` slots. The cap check covers them (never more executing than a tenant's cap,
+  an agent's or a pool's ``maxConcurrency``; no keyed counter over its limit), and the
+  priority check does not count a run that its own limit held back;
 - an async agent answers 202 and calls back (progress, heartbeat, complete or fail), its
   callbacks sometimes duplicated (at once or much later), contradicted by another ending
   call, sent at the same instant as the 202, late past the heartbeat or the deadline (the
@@ -97,6 +102,8 @@ class AgentSpec:
     start_in: int = 0  # rate(): startAt (the anchor) this many seconds after the schedule is first saved
     zone: str = "UTC"
     callbacks: bool = False  # answers 202, then calls back (heartbeatSeconds 60)
+    max_concurrency: int | None = None  # the agent's own limit (its implicit pool)
+    pools: tuple[str, ...] = ()  # names in POOLS, of the agent's tenant
 
     @property
     def kind_of_schedule(self) -> str:
@@ -104,12 +111,13 @@ class AgentSpec:
 
 
 AGENTS = (
-    AgentSpec("tenant-a", "a-critical", "* * * * *", "CRITICAL"),
+    AgentSpec("tenant-a", "a-critical", "* * * * *", "CRITICAL", max_concurrency=1),
     AgentSpec("tenant-a", "a-flaky", "* * * * *", "LOW", "fail", {"times": 1, "category": "TRANSIENT"}),
     AgentSpec("tenant-a", "a-high", "*/2 * * * *", "HIGH", seconds=(20, 50)),
-    AgentSpec("tenant-b", "b-normal", "* * * * *", "NORMAL", overlap="SKIP"),
+    AgentSpec("tenant-b", "b-normal", "* * * * *", "NORMAL", overlap="SKIP", pools=("b-key",)),
     AgentSpec("tenant-b", "b-flaky", "*/3 * * * *", "LOW", "fail", {"times": 2, "category": "TRANSIENT"}),
-    AgentSpec("tenant-b", "b-high", "*/5 * * * *", "HIGH", "fail", {"times": 1, "category": "TIMEOUT"}),
+    AgentSpec("tenant-b", "b-high", "*/5 * * * *", "HIGH", "fail", {"times": 1, "category": "TIMEOUT"},
+              pools=("b-key",)),
     AgentSpec("tenant-c", "c-behind", "* * * * *", "NORMAL", behind=True, seconds=(2, 10)),
     AgentSpec("tenant-c", "c-low", "*/4 * * * *", "LOW", seconds=(30, 55)),
     AgentSpec("tenant-c", "c-high", "* * * * *", "HIGH", seconds=(2, 12)),
@@ -120,6 +128,11 @@ AGENTS = (
     AgentSpec("tenant-c", "c-at", "at", "CRITICAL", zone="Europe/Paris", seconds=(5, 20)),
     AgentSpec("tenant-b", "b-async", "*/2 * * * *", "NORMAL", seconds=(1, 4), callbacks=True),
 )
+# Limits switched on for some agents: a-critical runs one at a time; b-normal and b-high share a
+# pool of one run at a time and two starts a minute; no tenant holds more than TENANT_CAP slots.
+POOLS: dict[tuple[str, str], dict[str, Any]] = {
+    ("tenant-b", "b-key"): {"maxConcurrency": 1, "throttle": {"limit": 2, "periodSeconds": 60}}}
+TENANT_CAP = 3
 BACKFILL_SHARE = 0.15  # of the simulated minutes that start a backfill over a live schedule
 HEARTBEAT_SECONDS = 60
 
@@ -330,6 +343,7 @@ class Chaos:
         self.calls: Counter = Counter()
         self.minutes = max(30, int(fires / FIRES_PER_MINUTE))
         self.executing: dict[tuple[str, int], Task] = {}
+        self.executing_agent: dict[tuple[str, int], str] = {}
         self.starts: Counter = Counter()
         self.dup_starts: list = []
         self.cap_violations: list = []
@@ -379,12 +393,19 @@ class Chaos:
         when it is enabled again (late in the run) it is thousands of fires behind."""
         from chalicelib.api.auth import issue
 
-        for spec in sorted(AGENTS, key=lambda a: not a.behind):
+        for spec in AGENTS:
             if spec.tenant not in self.tokens:
                 self.tokens[spec.tenant] = issue(spec.tenant, SECRET)
+        for (tenant, name), pool in POOLS.items():
+            code, out = self._api("PUT", f"/api/pools/{name}", tenant, pool)
+            if code != 200:
+                raise RuntimeError(f"pool {name}: {code} {out}")
+        for spec in sorted(AGENTS, key=lambda a: not a.behind):
             code, out = self._api("POST", "/api/agents", spec.tenant, {
                 "name": spec.name, "kind": spec.kind, "config": spec.config, "maxRetries": 3, "timeoutSeconds": 90,
-                **({"heartbeatSeconds": HEARTBEAT_SECONDS} if spec.callbacks else {})})
+                **({"heartbeatSeconds": HEARTBEAT_SECONDS} if spec.callbacks else {}),
+                **({"maxConcurrency": spec.max_concurrency} if spec.max_concurrency else {}),
+                **({"pools": list(spec.pools)} if spec.pools else {})})
             if code != 201:
                 raise RuntimeError(f"agent {spec.name}: {code} {out}")
             self.agent_ids[spec.name] = out["id"]
@@ -509,6 +530,7 @@ class Chaos:
             task = sim.current_task()
             if task is not None:
                 task.before = harness._pending_snapshot()
+                task.before_keys = harness._key_usage()
             return real_end_attempt(c, s, t, now, duration_ms, **kw)
 
         worker_mod.end_attempt = end_attempt
@@ -519,6 +541,7 @@ class Chaos:
             task = sim.current_task()
             if task is not None:
                 task.before = harness._pending_snapshot()
+                task.before_keys = harness._key_usage()
             return real_admit(dispatcher, now, **kw)
 
         setattr(Dispatcher, "admit", admit)
@@ -569,8 +592,78 @@ class Chaos:
                 continue
             prio, eligible_ms, sid = rank.value.split("#", 2)  # eligible_ms: "B..." in the backfill lane
             out[sid] = (int(a["attempt"].value), (int(prio), int(eligible_ms.lstrip("B")) / 1000.0, sid),
-                        eligible_ms.startswith("B"))
+                        eligible_ms.startswith("B"), a["agent_id"].value)
         return out
+
+    @staticmethod
+    def _head(pending: dict[str, tuple], horizon: float) -> set[str]:
+        """The runs a hand-off reads: the head of the pending order in *stored* priority (live
+        before backfill, then eligible time, id) until as many as it wants are eligible. A run
+        that aged behind a deeper backlog is out of its sight by design; the tick's admission
+        reads the oldest runs of each priority that ages and starts it."""
+        from chalicelib.services.dispatch import PENDING_READ_EXTRA, PENDING_READ_FACTOR
+
+        want = PENDING_READ_FACTOR + PENDING_READ_EXTRA
+        order = sorted(pending.items(), key=lambda kv: (kv[1][1][0], kv[1][2], kv[1][1][1], kv[0]))
+        head, eligible = set(), 0
+        for sid, (_attempt, okey, _backfill, _agent) in order:
+            head.add(sid)
+            eligible += okey[1] <= horizon
+            if eligible >= want:
+                break
+        return head
+
+    def _key_usage(self) -> dict[str, int]:
+        """Every keyed counter (concurrency keys and throttle windows), read from moto's storage."""
+        from chalicelib.domain.admission import KEY_PREFIX
+
+        out = {}
+        for item in self.control_table.all_items():
+            pk = item.hash_key.cast_value if hasattr(item.hash_key, "cast_value") else str(item.hash_key)
+            if pk.startswith(KEY_PREFIX) and "used" in item.attrs:
+                out[pk] = int(item.attrs["used"].cast_value)
+        return out
+
+    def _limits_of(self, agent_id: str) -> list[tuple[str, int | None, tuple[int, int] | None]]:
+        """The keyed limits of an agent's runs as the harness set them up (independent of the
+        admission code): (concurrency key, max running or None, (starts, period) or None)."""
+        from chalicelib.domain.admission import agent_key, pool_key, tenant_key
+
+        spec = self.agent_of.get(agent_id)
+        if spec is None:
+            return []
+        out: list[tuple[str, int | None, tuple[int, int] | None]] = [(tenant_key(spec.tenant), TENANT_CAP, None)]
+        if spec.max_concurrency is not None:
+            out.append((agent_key(spec.tenant, agent_id), spec.max_concurrency, None))
+        for name in spec.pools:
+            pool = POOLS[(spec.tenant, name)]
+            throttle = pool.get("throttle")
+            out.append((pool_key(spec.tenant, name), pool.get("maxConcurrency"),
+                        (throttle["limit"], throttle["periodSeconds"]) if throttle else None))
+        return out
+
+    def _uses(self, agent_id: str, eligible_at: float, now: float) -> list[tuple[str, int]]:
+        """The counters a run of ``agent_id`` needs room in to start now: (key, limit)."""
+        from chalicelib.domain.admission import window_key
+
+        out = []
+        for key, concurrency, throttle in self._limits_of(agent_id):
+            if concurrency is not None:
+                out.append((key, concurrency))
+            if throttle is not None:
+                out.append((window_key(key, throttle[1], max(now, eligible_at)), throttle[0]))
+        return out
+
+    def _held_by_own_limit(self, agent_id: str, eligible_at: float, now: float, usage: list[dict[str, int]],
+                           taken: Counter) -> bool:
+        """A waiting run that one of its keyed limits (tenant cap, agent, pool) held back: full
+        when admission began, or full after it without the runs this admission let in."""
+        for key, limit in self._uses(agent_id, eligible_at, now):
+            if any(u.get(key, 0) >= limit for u in usage[:1]) or \
+                    any(u.get(key, 0) - taken[key] >= limit for u in usage[1:]):
+                self.stats["held_by_own_limit"] += 1
+                return True
+        return False
 
     def _check_order(self, admitted, now: float, how: str) -> None:
         """A run just took a slot: no run of a higher place in the admission order, eligible
@@ -589,12 +682,19 @@ class Chaos:
                 return rank
             return max(1, rank - int((now - eligible_at) // aging))
 
+        taken: Counter = Counter()
+        for cand in admitted:
+            for k, _limit in self._uses(cand.agent_id, cand.eligible_at, now):
+                taken[k] += 1
+        usage = [getattr(task, "before_keys", None) or {}, self._key_usage()]
+        seen = self._head(before, horizon) if how == "hand-off" else None
         for cand in admitted:
             key = (level(cand.priority.rank, cand.eligible_at, cand.backfill), cand.eligible_at, cand.session_id)
-            for sid, (attempt, okey, backfill) in after.items():
+            for sid, (attempt, okey, backfill, agent_id) in after.items():
                 okey = (level(okey[0], okey[1], backfill), okey[1], okey[2])
                 if sid in before and before[sid][0] == attempt and okey[1] <= horizon and okey < key \
-                        and okey[0] < key[0]:
+                        and okey[0] < key[0] and not self._held_by_own_limit(agent_id, okey[1], now, usage, taken) \
+                        and (seen is None or sid in seen):
                     self.inversions.append((now, how, cand.session_id, cand.priority.value, sid, okey))
                     self.log(f"priority inversion at {now}: {how} {cand.session_id} ({cand.priority.value}) "
                              f"while {sid} (rank {okey[0]}) waited")
@@ -616,10 +716,12 @@ class Chaos:
             self.dup_starts.append((now, key, "overlapping attempt"))
             self.log(f"two attempts of {ctx.session_id} execute at once at {now}")
         self.executing[key] = task
+        self.executing_agent[key] = ctx.agent_id
         self.stats["started"] += 1
         if len(self.executing) > CAP:
             self.cap_violations.append((now, sorted(self.executing)))
             self.log(f"cap violation at {now}: {len(self.executing)} executing")
+        self._check_keyed_caps(now)
         self._check_counters(now)
         try:
             spec = self.agent_of.get(ctx.agent_id)
@@ -643,6 +745,7 @@ class Chaos:
             return real_execute(kind, config, ctx, deps, budget)
         finally:
             self.executing.pop(key, None)
+            self.executing_agent.pop(key, None)
 
     # --- an async agent's callbacks ------------------------------------------------------------
     def _plan_callbacks(self, ctx) -> None:
@@ -693,6 +796,35 @@ class Chaos:
                 self.stats["cb_unexpected"] += 1
 
         self.sim.spawn(when, Task(f"api:callback-{action}", "api"), call, self._api_done)
+
+    def _check_keyed_caps(self, now: float) -> None:
+        """What executes at once never exceeds a tenant's cap, an agent's maxConcurrency or a
+        pool's; the keyed counters never go over their limit (nor under 0)."""
+        running: Counter = Counter()
+        limit_of: dict[str, int] = {}
+        for agent_id in self.executing_agent.values():
+            for key, concurrency, _throttle in self._limits_of(agent_id):
+                if concurrency is not None:
+                    running[key] += 1
+                    limit_of[key] = concurrency
+        for key, n in running.items():
+            kind = key.split("#", 2)[1]  # T (tenant), A (agent), P (pool)
+            self.stats[f"peak_running_{kind}"] = max(self.stats[f"peak_running_{kind}"], n)
+            if n > limit_of[key]:
+                self.cap_violations.append((now, key, n))
+                self.log(f"keyed cap violation at {now}: {n} executing under {key} (limit {limit_of[key]})")
+        limits = {}
+        for agent_id in self.agent_of:
+            for key, concurrency, throttle in self._limits_of(agent_id):
+                if concurrency is not None:
+                    limits[key] = concurrency
+                if throttle is not None:
+                    limits[f"{key}#W{throttle[1]}#"] = throttle[0]
+        for key, used in self._key_usage().items():
+            limit = limits.get(key, limits.get(key.rsplit("#", 1)[0] + "#"))
+            if used < 0 or (limit is not None and used > limit):
+                self.cap_violations.append((now, key, used))
+                self.log(f"keyed counter {key} at {used} (limit {limit}) at {now}")
 
     def _check_counters(self, now: float) -> None:
         from chalicelib.domain.admission import slot_limits
@@ -898,7 +1030,8 @@ class Chaos:
         restore = None
         try:
             with mock_aws():
-                base = Settings.from_env({"SCHEDULER_JWT_SECRET": SECRET}).with_(max_concurrent_agents=CAP, due_shards=2)
+                base = Settings.from_env({"SCHEDULER_JWT_SECRET": SECRET}).with_(
+                    max_concurrent_agents=CAP, due_shards=2, tenant_max_concurrent=TENANT_CAP)
                 settings = provision(base, boto3.client("sqs", region_name="us-east-1"),
                                      boto3.client("sns", region_name="us-east-1"))
                 self.container = Container(settings, clock=clock)

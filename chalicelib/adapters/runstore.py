@@ -94,6 +94,17 @@ class RunStore:
                             break
         return out
 
+    def oldest_pending(self, priority_rank: int, per_shard: int) -> list[Session]:
+        """The oldest waiting live runs of one stored priority, at most ``per_shard`` of each
+        pending shard (live runs sort before the backfill lane of their priority)."""
+        out: list[Session] = []
+        with aws_call("query oldest pending runs of a priority"):
+            for n in range(self.pending_shards):
+                for m in SessionModel.pending_index.query(
+                        f"p{n:03d}", SessionModel.pending_rank.startswith(f"{priority_rank}#"), limit=per_shard):
+                    out.append(session_from_item(m))
+        return out
+
     def expired(self, shard: str, now: float, limit: int) -> list[Session]:
         """Runs of one slot shard whose lease has passed (oldest first), at most ``limit``."""
         with aws_call("query expired leases"):

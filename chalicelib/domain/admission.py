@@ -174,6 +174,21 @@ def aged_rank(c: Candidate, now: float, aging_seconds: float) -> int:
     return max(Priority.HIGH.rank, rank - int(waited // aging_seconds))
 
 
+def aging_probe_ranks(aging_seconds: float) -> tuple[int, ...]:
+    """The stored priorities whose oldest runs admission also reads, beside the head of the
+    pending order: the head is read in *stored* priority, so a run that aged past a deep backlog
+    of higher stored priority would never be read (and aging would never help it). Only ranks
+    below HIGH age; with aging off there is nothing to probe."""
+    if aging_seconds <= 0:
+        return ()
+    return tuple(p.rank for p in Priority if p.rank > Priority.HIGH.rank)
+
+
+def aged_past_stored(candidates: Iterable[Candidate], now: float, aging_seconds: float) -> list[Candidate]:
+    """The candidates that admission ranks above their stored priority (they have aged)."""
+    return [c for c in candidates if aged_rank(c, now, aging_seconds) < c.priority.rank]
+
+
 @dataclass(frozen=True)
 class Admit:
     candidate: Candidate

@@ -128,7 +128,7 @@ def bulk_cancel(c, tenant_id: str, agent_ids: list[str] | None, statuses: list[s
     """Cancel the caller's own unfinished runs that match every filter given; returns how many.
 
     ``agent_ids`` None: every agent of the tenant. A run that moves meanwhile is looked at once
-    more; a run that finished meanwhile is left alone."""
+    more; a run that finished meanwhile, or a running run already asked to stop, is left alone."""
     wanted = {SessionStatus(x) for x in statuses} if statuses else set(CANCELLABLE)
     if agent_ids is None:
         agents = [a.agent_id for a in c.agents.iter_tenant(tenant_id)]
@@ -145,6 +145,8 @@ def bulk_cancel(c, tenant_id: str, agent_ids: list[str] | None, statuses: list[s
             if s.tenant_id != tenant_id or s.status not in wanted or s.status not in ACTIVE_STATUSES:
                 continue
             if scheduled_before is not None and not s.scheduled_for < scheduled_before:
+                continue
+            if s.cancel_requested:  # already told to stop (an earlier cancel): not counted again
                 continue
             for _ in range(3):
                 done = c.dispatcher.cancel(s)

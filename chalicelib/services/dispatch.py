@@ -52,6 +52,7 @@ ADMIT_BATCH = 99  # runs per admission transaction (plus their slot counter: 100
 ADMIT_ROUNDS = 3  # re-plans when another admitter took the slots first
 PENDING_READ_FACTOR = 4  # waiting runs read per free slot (a keyed limit may hold the first ones back)
 PENDING_READ_EXTRA = 20
+AGED_PROBE_PER_RANK = 5  # the tick also reads this many oldest runs of each priority that can age, per shard
 TX_ITEMS = 100  # DynamoDB's limit of items in one transaction
 KEY_RECONCILE_MINUTES = 10  # the keyed counters are checked by the tick of every 10th minute
 
@@ -133,7 +134,8 @@ class Dispatcher:
             report.due = len(due)
             self.c.agents.prime(due, now)
             fresh = self._write_schedules(due, now, state.pauses, report)
-        report.admitted = self._guard("admission", lambda: self.admit(now, paused=state.paused, fresh=fresh), 0)
+        report.admitted = self._guard("admission", lambda: self.admit(now, paused=state.paused, fresh=fresh,
+                                                                       probe_aged=True), 0)
         self._guard("recovery", lambda: self.recover(now, report), None)
         report.repaired = self._guard("reconcile", self.reconcile, 0)
         if int(now // 60) % KEY_RECONCILE_MINUTES == 0:  # a Scan of the control table: not every minute
@@ -289,8 +291,12 @@ class Dispatcher:
             backfill=s.trigger is Trigger.BACKFILL,
         )
 
-    def admit(self, now: float | None = None, *, paused: bool | None = None, fresh=()) -> int:
-        """Admit waiting runs into free slots in priority order and send them. Returns how many."""
+    def admit(self, now: float | None = None, *, paused: bool | None = None, fresh=(), probe_aged: bool = False) -> int:
+        """Admit waiting runs into free slots in priority order and send them. Returns how many.
+
+        ``probe_aged`` (the tick's admission, not the hand-offs): also read the oldest runs of
+        each priority that can age, so a run that aged behind a deep backlog of a higher stored
+        priority is seen."""
         now = self.c.clock.now().timestamp() if now is None else now
         if paused is None:
             paused = self.c.control.state().paused
@@ -310,6 +316,8 @@ class Dispatcher:
                                           eligible_until=until)
             sessions = {s.session_id: s for s in pending}
             sessions.update({s.session_id: s for s in fresh})
+            if probe_aged and free > 0:
+                sessions.update(self._aged_waiting(now, set(sessions)))
             for sid in gone:
                 sessions.pop(sid, None)
             cands = [self._candidate(s) for s in sessions.values()]
@@ -350,6 +358,19 @@ class Dispatcher:
 
     last_reasons: dict = {}  # the last admission's waiting reasons (run-now answers with its run's)
     last_admitted: set = set()
+
+    def _aged_waiting(self, now: float, known: set[str]) -> dict[str, Session]:
+        """The oldest waiting runs of the priorities that age, those admission ranks higher
+        than stored (not already read with the head)."""
+        from chalicelib.domain.admission import aged_past_stored, aging_probe_ranks
+
+        found: dict[str, Session] = {}
+        for rank in aging_probe_ranks(self.s.priority_aging_seconds):
+            for s in self.c.runs.oldest_pending(rank, AGED_PROBE_PER_RANK):
+                if s is not None and s.session_id not in known:
+                    found[s.session_id] = s
+        aged = aged_past_stored([self._candidate(s) for s in found.values()], now, self.s.priority_aging_seconds)
+        return {c.session_id: found[c.session_id] for c in aged}
 
     def _set_hint(self, shards: list[SlotShard], blocked: bool) -> None:
         change = [s.name for s in shards if s.waiting != blocked]

@@ -303,3 +303,16 @@ def test_cancel_previous_asks_a_running_run_to_stop(api, system, clock):
     assert work(system, [second]) == ["succeeded"]
     earlier = system.runs.get(aid, sid)
     assert earlier.status.value == "RUNNING" and earlier.cancel_requested  # it stops at its next check
+
+
+def test_bulk_cancel_counts_a_running_run_once(api, system, clock):
+    aid = make_agent(api)
+    sid = run_now(api, aid)
+    [msg] = take(system)
+    now = clock.now().timestamp()
+    assert system.runs.claim(aid, sid, 1, "token-of-a-slow-worker", now, now + 600).ok
+    r = api.post("/api/sessions/cancel", {"agentIds": [aid]})
+    assert r.status_code == 202 and r.json == {"cancelled": 1}
+    assert system.runs.get(aid, sid).cancel_requested
+    # Asked again before its worker notices: it is already stopping, so nothing more is cancelled.
+    assert api.post("/api/sessions/cancel", {"agentIds": [aid]}).json == {"cancelled": 0}

@@ -1,7 +1,8 @@
 """``make chaos`` at its smoke size: a few hundred scheduled fires over about an hour of
 simulated time on moto, under injected faults, killed ticks and workers, duplicate and late
 deliveries, racing ticks and cancels, rate() and at() schedules beside cron, and backfills
-racing the tick; nothing lost, duplicated, stuck, over the cap or out of priority order."""
+racing the tick, with agent, pool and tenant limits switched on for some agents; nothing lost,
+duplicated, stuck, over the cap (global or keyed) or out of priority order."""
 from __future__ import annotations
 
 from devtools import chaos
@@ -26,5 +27,8 @@ def test_chaos_smoke_counts_five_zeros():
     assert result.details["backfilled_fires"] >= 60, result.details
     # at() saves and backfills were answered as the contract says (only injected faults fail them)
     assert not [k for k in stats if k.startswith(("api:at:", "api:backfill:"))], stats
+    # limits were on: an agent's, a pool's and a tenant's ran full, and held runs back
+    assert stats.get("peak_running_A") == stats.get("peak_running_P") == 1, stats
+    assert stats.get("peak_running_T", 0) >= 2 and stats.get("held_by_own_limit", 0) > 0, stats
     assert result.ok, (result.line, problems[:20])
     assert result.line.endswith("0 lost, 0 duplicates, 0 stuck, 0 cap violations, 0 priority inversions")

@@ -283,3 +283,21 @@ def test_a_run_whose_pool_is_full_does_not_take_the_hand_off_and_the_next_allowe
     assert [m.body["s"] for m in take(system)] == [rc2["sessionId"]]
     assert session(api, b, rb["sessionId"])["status"] == "QUEUED"
     assert counters(system, pool_key(TENANT, "p"), tenant_key(TENANT)) == [1, 2]
+
+
+@pytest.mark.parametrize("settings_overrides", [{"max_concurrent_agents": 1, "priority_aging_seconds": 600}])
+def test_a_low_run_that_aged_behind_a_deep_normal_backlog_starts_at_the_tick(api, system, clock):
+    # The head of the pending order is read in stored priority (a few dozen runs): 40 NORMAL
+    # runs asked for after the LOW one hide it there. Twenty minutes later the LOW run ranks
+    # HIGH; the tick also reads the oldest runs of each priority that ages, so it starts first.
+    system.dispatcher.set_paused(True)
+    aid = make_agent(api)
+    low = run_now(api, aid, priority="LOW")["sessionId"]
+    clock.advance(1)
+    backlog = [run_now(api, aid, priority="NORMAL")["sessionId"] for _ in range(40)]
+    clock.advance(1200)
+    state = system.control.state()
+    system.control.set_paused(False, state.pauses)  # resumed: the next admission is the tick's
+    system.dispatcher.tick()
+    assert [m.body["s"] for m in take(system)] == [low]
+    assert all(session(api, aid, sid)["status"] == "QUEUED" for sid in backlog)
