@@ -569,6 +569,7 @@ def test_an_async_run_in_flight_survives_a_restart_and_completes_by_its_callback
         s = session(second, agent["id"], sid)
         assert (s["status"], s["attempt"], s["async"]) == ("RUNNING", 1, True), s
         cb = parse(delivery.payload).callback
+        assert cb is not None
         # `make run` keeps its port; this test's systems get new ones, so the same path on the new one
         path = cb.url.split("/api/", 1)[1]
         done = httpx.post(f"{second.api_url}/api/{path}/complete", json={"output": "made it"},
