@@ -6,8 +6,12 @@ with) instead of waiting.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterator
 
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.sqs.models import sqs_backends
@@ -56,3 +60,35 @@ def drain(container, rounds: int = 20) -> list[str]:
             return results
         results += work(container, sent)
     return results
+
+
+# --- small local HTTP servers that play an agent or a provider ---------------------------------
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that answers with :meth:`reply` and logs nothing."""
+
+    def reply(self, status: int, body: bytes, headers: dict | None = None) -> None:
+        self.send_response(status)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *a):
+        pass
+
+
+@contextlib.contextmanager
+def local_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[ThreadingHTTPServer]:
+    """Serve ``handler`` on a free loopback port in a thread while the block runs."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def base_url(server: ThreadingHTTPServer) -> str:
+    return f"http://127.0.0.1:{server.server_address[1]}"

@@ -4,13 +4,11 @@ from __future__ import annotations
 import io
 import json
 import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from chalicelib.agents.policy import AgentPolicy
-from tests.functional.helpers import take, work
+from tests.functional.helpers import QuietHandler, base_url, local_server, take, work
 from tests.functional.test_worker import run_now, session
 
 TOKEN = "sk-live-4f9a1c2b7e"
@@ -64,26 +62,15 @@ def test_the_worker_invokes_only_the_runs_tenants_functions(api, system, monkeyp
 
 
 # --- http: secrets stay out of logs and errors ------------------------------------------------
-class Echo(BaseHTTPRequestHandler):
+class Echo(QuietHandler):
     def do_GET(self):
-        body = json.dumps(dict(self.headers.items())).encode()
-        self.send_response(403)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *a):
-        pass
+        self.reply(403, json.dumps(dict(self.headers.items())).encode(), {"Content-Type": "application/json"})
 
 
 @pytest.fixture
 def echo_url():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with local_server(Echo) as server:
+        yield base_url(server)
 
 
 def test_a_failed_runs_logs_and_error_carry_no_secret(api, system, echo_url, caplog):

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.functional.helpers import drain, take, work
+from tests.functional.helpers import QuietHandler, base_url, drain, local_server, take, work
 from tests.functional.test_dispatch import make_agent, schedule
 from tests.functional.test_worker import retry_round, run_now, session
 
@@ -24,32 +23,19 @@ def ledger(api, aid, start, end):
 
 
 # --- a provider that answers 429 once, then 200 with usage ------------------------------------
-class RateLimitedThenOk(BaseHTTPRequestHandler):
+class RateLimitedThenOk(QuietHandler):
     answers: list = []
 
     def do_GET(self):
         code, headers, body = self.answers.pop(0) if self.answers else (200, {}, {"ok": True})
-        raw = json.dumps(body).encode()
-        self.send_response(code)
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
-
-    def log_message(self, *a):
-        pass
+        self.reply(code, json.dumps(body).encode(), {**headers, "Content-Type": "application/json"})
 
 
 @pytest.fixture
 def provider():
     RateLimitedThenOk.answers = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), RateLimitedThenOk)
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", RateLimitedThenOk.answers
-    server.shutdown()
+    with local_server(RateLimitedThenOk) as server:
+        yield base_url(server), RateLimitedThenOk.answers
 
 
 USAGE = {"inputTokens": 1200, "outputTokens": 300, "costUsd": 0.042}

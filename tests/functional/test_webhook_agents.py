@@ -5,7 +5,6 @@ import base64
 import json
 import logging
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
 import pytest
@@ -17,11 +16,11 @@ from chalicelib.agents.executor import execute
 from chalicelib.agents.registry import get_kind
 from chalicelib.domain.model import ErrorCategory
 from chalicelib.services.worker import RunContext
-from tests.functional.helpers import take, work
+from tests.functional.helpers import QuietHandler, base_url, local_server, take, work
 from tests.functional.test_worker import run_now, session
 
 
-class Recorder(BaseHTTPRequestHandler):
+class Recorder(QuietHandler):
     """Answers every POST with ``server.answer`` (status, headers, body) and records it."""
 
     def do_POST(self):
@@ -29,29 +28,18 @@ class Recorder(BaseHTTPRequestHandler):
         raw = self.rfile.read(length)
         self.server.requests.append({"headers": dict(self.headers.items()), "body": raw, "path": self.path})
         status, headers, body = self.server.answer
-        self.send_response(status)
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *a):
-        pass
+        self.reply(status, body, headers)
 
 
 @pytest.fixture
 def agent_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
-    server.requests = []
-    server.answer = (200, {"Content-Type": "application/json"},
-                     json.dumps({"output": {"summary": "done"}, "usage": {"inputTokens": 10, "outputTokens": 5,
-                                                                         "costUsd": 0.002}}).encode())
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    server.url = f"http://127.0.0.1:{server.server_address[1]}/agent"
-    yield server
-    server.shutdown()
-    server.server_close()
+    with local_server(Recorder) as server:
+        server.requests = []
+        server.answer = (200, {"Content-Type": "application/json"},
+                         json.dumps({"output": {"summary": "done"}, "usage": {"inputTokens": 10, "outputTokens": 5,
+                                                                             "costUsd": 0.002}}).encode())
+        server.url = f"{base_url(server)}/agent"
+        yield server
 
 
 def create_webhook(api, url, **extra):

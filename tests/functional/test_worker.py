@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
 import pytest
 
 from chalicelib.clock import FixedClock
 from chalicelib.services.batch import process_sqs_event
-from tests.functional.helpers import peek, take, work
+from tests.functional.helpers import QuietHandler, base_url, local_server, peek, take, work
 from tests.functional.test_dispatch import make_agent
 
 
@@ -170,29 +168,17 @@ def test_a_run_past_its_timeout_is_a_timeout(api, system, clock):
     assert s["status"] == "DEAD" and s["error"]["category"] == "TIMEOUT"
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(QuietHandler):
     def do_GET(self):
         code = int(self.path.strip("/"))
-        self.send_response(code)
-        if code == 429:
-            self.send_header("Retry-After", "7")
-        body = json.dumps({"code": code}).encode()
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *a):
-        pass
+        headers = {"Retry-After": "7"} if code == 429 else {}
+        self.reply(code, json.dumps({"code": code}).encode(), {**headers, "Content-Type": "application/json"})
 
 
 @pytest.fixture
 def http_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with local_server(Handler) as server:
+        yield base_url(server)
 
 
 @pytest.mark.parametrize("code,result,status", [
