@@ -31,6 +31,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from agent_scheduler.agent import Run, parse
 from tests.e2e.conftest import TICK_SECONDS, start_system, stop_system
+from tests.e2e.polling import until
 
 pytestmark = pytest.mark.e2e
 
@@ -172,17 +173,6 @@ def session(system, agent_id: str, session_id: str) -> dict:
     r = system.http(system.token).get(f"/api/agents/{agent_id}/sessions/{session_id}")
     assert r.status_code == 200, r.text
     return r.json()
-
-
-def until(what: str, check, timeout: float = 20.0, every: float = 0.1):
-    end = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > end:
-            raise AssertionError(f"not {what} within {timeout:g} s")
-        time.sleep(every)
 
 
 def ended(system, agent_id: str, session_id: str, timeout: float = 20.0) -> dict:

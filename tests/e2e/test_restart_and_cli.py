@@ -13,13 +13,13 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.e2e.conftest import ROOT, LocalSystem, start_system, stop_system
+from tests.e2e.polling import until
 
 pytestmark = pytest.mark.e2e
 
@@ -52,17 +52,6 @@ def cli_json(system: LocalSystem, *args: str, code: int = 0):
     r = cli(system, *args, "--json")
     assert r.returncode == code, f"{args}: exit {r.returncode}\n{r.stdout}\n{r.stderr}"
     return json.loads(r.stdout)
-
-
-def until(what: str, check, timeout: float = 30.0, every: float = 0.1, show=lambda: ""):
-    end = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > end:
-            raise AssertionError(f"not {what} within {timeout:g} s {show()}")
-        time.sleep(every)
 
 
 def sessions(api: httpx.Client, agent_id: str) -> list[dict]:
